@@ -1,0 +1,182 @@
+"""Per-tool Python environments, prepared at most once per tool per pytest session.
+
+``env: uv`` tools get ``<tool>/.venv``, made with uv from the tool's ``pyproject.toml``
+(``uv sync``) or ``requirements.txt`` (``uv venv`` + ``uv pip install``). Under pytest-xdist every
+worker may ask for the same tool at once: a file lock per tool serialises them, and a stamp file
+naming the pytest session tells the later ones that the work is already done (or already failed,
+with uv's message), so a tool is synced once per session whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from .errors import EnvError
+from .registry import Tool
+
+SYNC_LOG = "sync.log"
+
+
+def find_uv() -> str:
+    """The uv executable: the one installed with xstash (the ``uv`` package), else on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found is None:
+            raise EnvError(
+                "uv is not installed: install xstash's dependencies (pip install -e .) "
+                "or put uv on PATH"
+            ) from None
+        return found
+
+
+def venv_python(venv: Path) -> Path:
+    if os.name == "nt":  # pragma: no cover - xstash is tested on POSIX
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
+
+
+def uv_environ() -> dict[str, str]:
+    """The environment uv runs with: never download interpreters, never reuse our own venv."""
+    env = dict(os.environ)
+    for key in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "CONDA_PREFIX"):
+        env.pop(key, None)
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env["UV_NO_PROGRESS"] = "1"
+    return env
+
+
+def sync_commands(tool: Tool, uv: str) -> list[list[str]]:
+    """The uv commands that make ``tool``'s environment, in order."""
+    python = tool.python or sys.executable
+    venv = tool.path / ".venv"
+    if (tool.path / "pyproject.toml").is_file():
+        return [[uv, "sync", "--project", str(tool.path), "--python", python]]
+    if (tool.path / "requirements.txt").is_file():
+        commands = []
+        if not venv_python(venv).exists():
+            commands.append([uv, "venv", "--python", python, str(venv)])
+        commands.append(
+            [
+                uv,
+                "pip",
+                "install",
+                "--python",
+                str(venv_python(venv)),
+                "-r",
+                str(tool.path / "requirements.txt"),
+            ]
+        )
+        return commands
+    raise EnvError(
+        f"tool '{tool.name}' has neither pyproject.toml nor requirements.txt in {tool.path}: "
+        "add one listing the tool's dependencies (hydra-core at least), or set "
+        "'env: system' for it in meta.yaml to use the interpreter running pytest"
+    )
+
+
+class EnvManager:
+    """Hands out each tool's python, preparing ``env: uv`` environments on first use."""
+
+    def __init__(self, state_dir: Path, session_id: str) -> None:
+        self.state_dir = state_dir / "envs"
+        self.session_id = session_id
+        self._done: dict[str, str | EnvError] = {}
+
+    def python_for(self, tool: Tool) -> str:
+        """The interpreter to run ``tool`` with; raises :class:`EnvError` if it cannot be had."""
+        if tool.env == "system":
+            return sys.executable
+        if tool.env != "uv":
+            return tool.env
+        key = str(tool.path)
+        if key not in self._done:
+            try:
+                self._done[key] = self._prepare(tool)
+            except EnvError as exc:
+                self._done[key] = exc
+        result = self._done[key]
+        if isinstance(result, EnvError):
+            raise result
+        return result
+
+    def _prepare(self, tool: Tool) -> str:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(str(tool.path).encode()).hexdigest()[:12]
+        base = self.state_dir / f"{tool.path.name}-{digest}"
+        stamp = base.with_suffix(".stamp")
+        python = str(venv_python(tool.path / ".venv"))
+        with FileLock(str(base.with_suffix(".lock"))):
+            try:
+                previous = json.loads(stamp.read_text())
+            except (OSError, ValueError):
+                previous = {}
+            if previous.get("session") == self.session_id:
+                if previous.get("ok"):
+                    return python
+                raise EnvError(str(previous.get("message", "environment preparation failed")))
+            started = time.perf_counter()
+            ok, message = True, ""
+            try:
+                self._sync(tool)
+            except EnvError as exc:
+                ok, message = False, str(exc)
+            seconds = time.perf_counter() - started
+            stamp.write_text(json.dumps({"session": self.session_id, "ok": ok, "message": message}))
+            with open(self.state_dir / SYNC_LOG, "a", encoding="utf-8") as log:
+                log.write(
+                    json.dumps(
+                        {
+                            "session": self.session_id,
+                            "tool": tool.name,
+                            "pid": os.getpid(),
+                            "ok": ok,
+                            "seconds": round(seconds, 3),
+                        }
+                    )
+                    + "\n"
+                )
+        if not ok:
+            raise EnvError(message)
+        return python
+
+    def _sync(self, tool: Tool) -> None:
+        uv = find_uv()
+        for command in sync_commands(tool, uv):
+            try:
+                proc = subprocess.run(
+                    command,
+                    cwd=tool.path,
+                    env=uv_environ(),
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    check=False,
+                )
+            except OSError as exc:
+                raise EnvError(f"cannot run uv ({command[0]}): {exc}") from None
+            if proc.returncode != 0:
+                output = (proc.stderr.strip() or proc.stdout.strip())[-4000:]
+                raise EnvError(
+                    f"preparing the environment of tool '{tool.name}' failed: "
+                    f"{' '.join(command[1:3])} exited with {proc.returncode}\n"
+                    f"command: {' '.join(command)}\n"
+                    f"uv says:\n{output}\n"
+                    f"fix the tool's dependencies in {tool.path}, then try "
+                    f"'cd {tool.path} && uv sync' by hand"
+                )
+        if not venv_python(tool.path / ".venv").exists():
+            raise EnvError(f"uv finished but {venv_python(tool.path / '.venv')} does not exist")

@@ -1,0 +1,1 @@
+"""Launchers: how a run request becomes a finished process."""

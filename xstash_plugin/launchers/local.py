@@ -1,0 +1,114 @@
+"""Run a tool as a local subprocess, in its own process group, logging straight to files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+GRACE_SECONDS = 5.0
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything needed to start one run, and nothing about how it is judged."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str]
+    run_dir: Path
+    live: bool = False  # also copy the output to our own stdout/stderr as it comes
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.run_dir / "stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.run_dir / "stderr.log"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: ``returncode`` is negative for a signal, as in :mod:`subprocess`."""
+
+    returncode: int
+    started: float
+    ended: float
+    pid: int
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+def _tee(source: IO[bytes], log: IO[bytes], echo: IO[str]) -> None:
+    # Copy in chunks as they come; never hold more than one chunk of a tool's output.
+    out = getattr(echo, "buffer", None)
+    for chunk in iter(lambda: source.read1(_CHUNK), b""):  # type: ignore[attr-defined]
+        log.write(chunk)
+        log.flush()
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+        else:
+            echo.write(chunk.decode("utf-8", errors="replace"))
+            echo.flush()
+
+
+def kill_tree(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM the run's whole process group, then SIGKILL whatever is left after ``grace``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_local(request: RunRequest) -> RunResult:
+    """Start the tool, wait for it, and return how it ended; Ctrl-C kills its process tree."""
+    with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
+        started = time.time()
+        proc = subprocess.Popen(
+            list(request.argv),
+            cwd=request.cwd,
+            env=request.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if request.live else out,
+            stderr=subprocess.PIPE if request.live else err,
+            start_new_session=True,  # its own process group: we can kill the whole tree
+        )
+        threads: list[threading.Thread] = []
+        if request.live:
+            assert proc.stdout is not None and proc.stderr is not None
+            threads = [
+                threading.Thread(target=_tee, args=(proc.stdout, out, sys.stdout), daemon=True),
+                threading.Thread(target=_tee, args=(proc.stderr, err, sys.stderr), daemon=True),
+            ]
+            for thread in threads:
+                thread.start()
+        try:
+            returncode = proc.wait()
+            # Whatever the tool left running in its group (daemons, workers) goes with it,
+            # so no orphan outlives the run and no pipe is held open.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        except BaseException:
+            kill_tree(proc)
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+        return RunResult(returncode=returncode, started=started, ended=time.time(), pid=proc.pid)

@@ -1,0 +1,260 @@
+"""``configs/meta.yaml``, the tool registry, turned into :class:`Tool` values.
+
+Every problem is a :class:`ConfigError` with meta.yaml's path and line. A problem with one tool
+fails only the experiments that use that tool; a problem with the file as a whole fails every
+experiment of that configs root.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .suggest import did_you_mean
+from .yamlio import YamlDoc, load_yaml_file
+
+META_NAME = "meta.yaml"
+TOOL_KEYS = {
+    "path": "the tool's folder, relative to the repository (the folder holding configs/)",
+    "entrypoint": "'src/main.py' (file style) or '-m src.main' (module style)",
+    "description": "what the tool does",
+    "env": "'uv' (default), 'system' (the interpreter running pytest) or a path to a python",
+    "python": "the Python uv builds the tool's environment with (default: the one running pytest)",
+    "pass_experiment": "true to also give the tool the key 'experiment' in its config",
+}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One registered tool: where it lives and how it is started."""
+
+    name: str
+    path: Path
+    entrypoint: tuple[str, ...]
+    description: str
+    env: str  # "uv", "system", or an absolute path to a python interpreter
+    python: str | None
+    pass_experiment: bool
+    meta_path: Path
+    line: int
+
+    @property
+    def module_style(self) -> bool:
+        return self.entrypoint[0] == "-m"
+
+
+@dataclass
+class Registry:
+    """The tools of one configs root, and what was wrong with the ones that are broken."""
+
+    meta_path: Path
+    repo_root: Path
+    tools: dict[str, Tool] = field(default_factory=dict)
+    tool_errors: dict[str, ConfigError] = field(default_factory=dict)
+    error: ConfigError | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({*self.tools, *self.tool_errors})
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_entrypoint(
+    raw: str, tool_dir: Path, repo_root: Path, meta: Path, line: int
+) -> tuple[str, ...]:
+    fix = "use 'src/main.py' (file style) or '-m src.main' (module style)"
+    try:
+        argv = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ConfigError(meta, line, f"entrypoint {raw!r} cannot be parsed: {exc}", fix) from None
+    if not argv:
+        raise ConfigError(meta, line, "entrypoint is empty", fix)
+    if argv[0] == "-m":
+        if len(argv) < 2 or not all(p.isidentifier() for p in argv[1].split(".")):
+            raise ConfigError(meta, line, f"entrypoint {raw!r} names no valid module", fix)
+        rel = Path(*argv[1].split("."))
+        candidates = [base / rel.with_suffix(".py") for base in (tool_dir, tool_dir / "src")] + [
+            base / rel / "__main__.py" for base in (tool_dir, tool_dir / "src")
+        ]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ConfigError(
+                meta,
+                line,
+                f"entrypoint module '{argv[1]}' not found in {tool_dir}"
+                f" (looked for {rel.with_suffix('.py')} and {rel / '__main__.py'})",
+                "check the module path; module style runs 'python -m <module>' in the tool's "
+                "folder",
+            )
+    else:
+        found = tool_dir / argv[0]
+        if not found.is_file():
+            hint = ""
+            if not argv[0].endswith(".py") and all(p.isidentifier() for p in argv[0].split(".")):
+                hint = f" (for a module write '-m {argv[0]}')"
+            raise ConfigError(
+                meta,
+                line,
+                f"entrypoint file '{argv[0]}' does not exist in {tool_dir}{hint}",
+                "give the path of the tool's main script relative to the tool's folder",
+            )
+    if not _inside(found, repo_root):
+        raise ConfigError(
+            meta,
+            line,
+            f"entrypoint {raw!r} resolves outside the repository {repo_root}",
+            "the entrypoint (after following symlinks) must live in the repository",
+        )
+    return argv
+
+
+def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
+    meta = doc.path
+    line = doc.line("tools", name)
+    if not isinstance(spec, dict):
+        raise ConfigError(
+            meta,
+            line,
+            f"tool '{name}' must be a mapping with 'path' and 'entrypoint'",
+            f"write: {name}: {{path: tools/{name}, entrypoint: src/main.py}}",
+        )
+    unknown = sorted(set(map(str, spec)) - set(TOOL_KEYS))
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, key),
+            f"unknown key '{key}' in tool '{name}'.{did_you_mean(key, TOOL_KEYS)}",
+            "allowed keys: " + ", ".join(TOOL_KEYS),
+        )
+    for key in ("path", "entrypoint"):
+        if key not in spec:
+            raise ConfigError(
+                meta, line, f"tool '{name}' has no '{key}'", f"add '{key}: {TOOL_KEYS[key]}'"
+            )
+        if not isinstance(spec[key], str) or not spec[key].strip():
+            raise ConfigError(
+                meta,
+                doc.line("tools", name, key),
+                f"'{key}' of tool '{name}' must be a string",
+                f"write '{key}: {TOOL_KEYS[key]}'",
+            )
+    rel = spec["path"]
+    tool_dir = (repo_root / rel).absolute()
+    pline = doc.line("tools", name, "path")
+    if Path(rel).is_absolute() or not _inside(tool_dir, repo_root):
+        raise ConfigError(
+            meta,
+            pline,
+            f"path '{rel}' of tool '{name}' is outside the repository {repo_root}",
+            "keep tools inside the repository, e.g. 'tools/<name>' (symlinks are resolved)",
+        )
+    if not tool_dir.is_dir():
+        raise ConfigError(
+            meta,
+            pline,
+            f"path '{rel}' of tool '{name}' does not exist ({tool_dir})",
+            "create the tool's folder or correct the path (relative to the folder holding "
+            "configs/)",
+        )
+    entrypoint = _parse_entrypoint(
+        spec["entrypoint"], tool_dir, repo_root, meta, doc.line("tools", name, "entrypoint")
+    )
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(
+            meta, doc.line("tools", name, "description"), "description must be a string"
+        )
+    env = spec.get("env", "uv")
+    eline = doc.line("tools", name, "env")
+    if not isinstance(env, str) or not env:
+        raise ConfigError(meta, eline, "env must be a string", "use: " + TOOL_KEYS["env"])
+    if env not in ("uv", "system"):
+        python = Path(env) if Path(env).is_absolute() else repo_root / env
+        if not python.is_file():
+            raise ConfigError(
+                meta,
+                eline,
+                f"env '{env}' is neither 'uv', 'system' nor an existing python",
+                "use: " + TOOL_KEYS["env"],
+            )
+        env = str(python.absolute())
+    python_req = spec.get("python")
+    if python_req is not None and not isinstance(python_req, (str, int, float)):
+        raise ConfigError(meta, doc.line("tools", name, "python"), "python must be a string")
+    pass_experiment = spec.get("pass_experiment", False)
+    if not isinstance(pass_experiment, bool):
+        raise ConfigError(
+            meta, doc.line("tools", name, "pass_experiment"), "pass_experiment must be true/false"
+        )
+    return Tool(
+        name=name,
+        path=tool_dir,
+        entrypoint=entrypoint,
+        description=description,
+        env=env,
+        python=None if python_req is None else str(python_req),
+        pass_experiment=pass_experiment,
+        meta_path=meta,
+        line=line,
+    )
+
+
+def load_registry(meta_path: Path) -> Registry:
+    """Load and check one ``meta.yaml``. Never raises: problems are kept in the result."""
+    repo_root = meta_path.parent.parent
+    registry = Registry(meta_path=meta_path, repo_root=repo_root)
+    try:
+        doc = load_yaml_file(meta_path)
+    except ConfigError as exc:
+        registry.error = exc
+        return registry
+    example = "tools:\n    my-tool: {path: tools/my-tool, entrypoint: src/main.py}"
+    if not isinstance(doc.data, dict):
+        what = "is empty" if doc.data is None else "must be a mapping with a 'tools' key"
+        registry.error = ConfigError(meta_path, 1, f"meta.yaml {what}", "write:\n  " + example)
+        return registry
+    for dup_path, first, again in doc.duplicates:
+        if dup_path[:1] == ("tools",) and len(dup_path) == 2:
+            registry.error = ConfigError(
+                meta_path,
+                again,
+                f"tool '{dup_path[1]}' is registered twice (first at line {first})",
+                "keep one entry per tool name",
+            )
+            return registry
+    unknown = sorted(set(map(str, doc.data)) - {"tools"})
+    if unknown:
+        registry.error = ConfigError(
+            meta_path,
+            doc.line(unknown[0]),
+            f"unknown top-level key '{unknown[0]}'.{did_you_mean(unknown[0], ['tools'])}",
+            "meta.yaml has one key: 'tools'",
+        )
+        return registry
+    tools = doc.data.get("tools")
+    if not isinstance(tools, dict):
+        registry.error = ConfigError(
+            meta_path,
+            doc.line("tools"),
+            "'tools' must be a mapping of tool name to settings",
+            "write:\n  " + example,
+        )
+        return registry
+    for name, spec in tools.items():
+        name = str(name)
+        try:
+            registry.tools[name] = _parse_tool(name, spec, doc, repo_root)
+        except ConfigError as exc:
+            registry.tool_errors[name] = exc
+    return registry

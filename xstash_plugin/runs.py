@@ -1,0 +1,79 @@
+"""Run directories and run records: every run gets its own folder and leaves ``xstash.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECORD_NAME = "xstash.json"
+CONFIG_DIR = "xstash_config"
+CONFIG_NAME = "xstash_experiment"
+
+
+def content_key(payload: dict[str, Any]) -> str:
+    """A short, stable hash of the tool's config as sent."""
+    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
+    """Create ``<root>/<config path>/<timestamp>-<key>[-N]``, unique even for concurrent runs."""
+    parent = output_root / rel_config.with_suffix("")
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        name = f"{stamp}-{key}" + (f"-{attempt}" if attempt else "")
+        try:
+            (parent / name).mkdir()
+        except FileExistsError:
+            continue
+        return parent / name
+    raise OSError(f"could not create a unique run directory under {parent}")
+
+
+def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
+    """Write the tool's view of the config where Hydra will find it; returns its folder."""
+    folder = run_dir / CONFIG_DIR
+    folder.mkdir(exist_ok=True)
+    text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
+    (folder / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write ``xstash.json`` atomically (temp file + rename): readers never see half a record."""
+    target = run_dir / RECORD_NAME
+    tmp = run_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / RECORD_NAME).read_text(encoding="utf-8"))
+    return data
+
+
+def tail_lines(path: Path, count: int, max_bytes: int = 256 * 1024) -> tuple[list[str], bool]:
+    """The last ``count`` lines of ``path`` reading at most ``max_bytes``; and whether cut."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if size > max_bytes:
+                handle.seek(size - max_bytes)
+            data = handle.read()
+    except OSError:
+        return [], False
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if size > max_bytes and lines:
+        lines = lines[1:]  # the first one is probably a partial line
+    cut = size > max_bytes or len(lines) > count
+    return lines[-count:], cut

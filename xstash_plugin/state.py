@@ -1,0 +1,95 @@
+"""Per-session state, resolved once in ``pytest_configure`` and kept in ``config.stash``."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .envs import EnvManager
+from .registry import META_NAME, Registry, load_registry
+
+OUTPUT_ROOT_HELP = "folder for run directories (default: 'outputs' next to the pytest rootdir)"
+
+
+@dataclass
+class State:
+    """What every hook and item of one pytest process shares."""
+
+    config: pytest.Config
+    output_root: Path
+    session_id: str
+    live: bool
+    envs: EnvManager
+    registries: dict[Path, Registry] = field(default_factory=dict)
+    roots: dict[Path, Path | None] = field(default_factory=dict)
+    names: dict[str, Path] = field(default_factory=dict)
+    markers: set[str] = field(default_factory=set)
+
+    def configs_root(self, folder: Path) -> Path | None:
+        """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
+        chain: list[Path] = []
+        found: Path | None = None
+        current = folder
+        while True:
+            if current in self.roots:
+                found = self.roots[current]
+                break
+            chain.append(current)
+            if (current / META_NAME).is_file():
+                found = current
+                break
+            if current.parent == current:
+                break
+            current = current.parent
+        for visited in chain:
+            self.roots[visited] = found
+        return found
+
+    def registry(self, root: Path) -> Registry:
+        """meta.yaml of a configs root, parsed once per session."""
+        if root not in self.registries:
+            self.registries[root] = load_registry(root / META_NAME)
+        return self.registries[root]
+
+    def register_marker(self, name: str, what: str) -> None:
+        if name not in self.markers:
+            self.markers.add(name)
+            self.config.addinivalue_line("markers", f"{name}: {what} (registered by xstash)")
+
+
+STATE_KEY = pytest.StashKey[State]()
+
+
+def resolve_output_root(config: pytest.Config) -> Path:
+    """Command line (relative to where pytest started) -> ini (relative to the ini file)."""
+    option: str | None = config.getoption("xstash_output_root")
+    if option:
+        return (config.invocation_params.dir / option).absolute()
+    ini = config.getini("xstash_output_root")
+    if ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return (base / str(ini)).absolute()
+    return config.rootpath / "outputs"
+
+
+def make_state(config: pytest.Config) -> State:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "xstash_session_id" in workerinput:
+        session_id = str(workerinput["xstash_session_id"])
+    else:
+        session_id = uuid.uuid4().hex
+    output_root = resolve_output_root(config)
+    return State(
+        config=config,
+        output_root=output_root,
+        session_id=session_id,
+        live=config.getoption("capture") == "no",
+        envs=EnvManager(output_root / ".xstash", session_id),
+    )
+
+
+def get_state(config: pytest.Config) -> State:
+    return config.stash[STATE_KEY]
