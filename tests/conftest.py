@@ -1,0 +1,50 @@
+"""Shared fixtures for xstash's own tests: build small repositories (configs + tools) in pytester.
+
+Tools here are real Hydra applications in real uv environments unless a test is about the
+orchestrator's own reaction to a misbehaving tool (then a small plain script is enough).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import HYDRA_PIN, Project
+
+from xstash_plugin.envs import find_uv, uv_environ
+
+pytest_plugins = ["pytester"]
+
+# pytester points HOME at a temporary folder; keep uv's package cache where it really is so
+# building a tool environment stays a local copy instead of a download.
+os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
+
+
+@pytest.fixture(scope="session")
+def hydra_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A python with hydra-core, made once per test session (for tools using ``env: <path>``)."""
+    venv = tmp_path_factory.mktemp("hydra-env") / ".venv"
+    uv = find_uv()
+    env = uv_environ()
+    subprocess.run(
+        [uv, "venv", "--python", sys.executable, str(venv)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), HYDRA_PIN],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Iterator[Project]:
+    yield Project(pytester)
