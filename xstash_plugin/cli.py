@@ -1,0 +1,267 @@
+"""The seed's command-line scripts, as thin wrappers over pytest.
+
+``scripts/run_experiment TOOL CONFIG [--validate-only]`` runs (or only collects, which validates)
+one experiment through pytest; ``scripts/validate_setup.py`` checks the registry, every config,
+and optionally builds tool environments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import ConfigError, ConfigErrors, EnvError
+from .registry import META_NAME, Registry, load_registry
+from .suggest import did_you_mean
+from .yamlio import load_yaml_file
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def _fail(message: str) -> int:
+    print(f"❌ {message}", file=sys.stderr)
+    return 1
+
+
+def _config_names(configs: Path) -> list[str]:
+    names = []
+    for path in sorted(configs.rglob("*")):
+        rel = path.relative_to(configs)
+        if (
+            path.suffix in SUFFIXES
+            and path.name != META_NAME
+            and not any(p.startswith("_") for p in rel.parts)
+        ):
+            names.append(rel.with_suffix("").as_posix())
+    return names
+
+
+def find_config(configs: Path, name: str) -> Path | str:
+    """The file for config ``name`` (with or without suffix), or an error message."""
+    if not name or Path(name).is_absolute() or "\x00" in name:
+        return f"Config name {name!r} must be a path relative to {configs}"
+    candidates = (
+        [configs / name]
+        if name.endswith(SUFFIXES)
+        else [configs / f"{name}{suffix}" for suffix in SUFFIXES]
+    )
+    root = configs.resolve()
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if resolved != root and root not in resolved.parents:
+            return (
+                f"Config name {name!r} points outside {configs}: configs must live in the "
+                "configs folder"
+            )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return (
+        f"Config file not found: {candidates[0]}\n"
+        "   check that configs/<config-name>.yaml exists."
+        + did_you_mean(name, _config_names(configs))
+    )
+
+
+def _pytest(args: list[str], root: Path) -> int:
+    command = [sys.executable, "-m", "pytest", *args]
+    print("$ " + " ".join(["pytest", *args]), flush=True)
+    return subprocess.call(command, cwd=root)
+
+
+def run_experiment_main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    """``run_experiment TOOL CONFIG [--validate-only] [-- PYTEST_ARGS...]``."""
+    parser = argparse.ArgumentParser(
+        prog="run_experiment",
+        description="Run one experiment config with its tool (through pytest).",
+        epilog="Arguments after '--' go to pytest unchanged.",
+    )
+    parser.add_argument("tool", help="tool name, as registered in configs/meta.yaml")
+    parser.add_argument("config", help="config path below configs/, without .yaml")
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="validate the config (pytest --collect-only) without running the tool",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    root = root or Path.cwd()
+    configs = root / "configs"
+    if not (configs / META_NAME).is_file():
+        return _fail(f"no {configs / META_NAME}: run this from the repository's top folder")
+    registry = load_registry(configs / META_NAME)
+    if registry.error is not None:
+        return _fail(f"the tool registry is broken:\n{registry.error}")
+    if args.tool not in registry.names:
+        return _fail(
+            f"Tool not found in meta config: '{args.tool}'; registered: "
+            f"{', '.join(registry.names) or '(none)'}.{did_you_mean(args.tool, registry.names)}\n"
+            f"   add an entry for it under 'tools:' in {configs / META_NAME}"
+        )
+    found = find_config(configs, args.config)
+    if isinstance(found, str):
+        return _fail(found)
+    try:
+        data = load_yaml_file(found).data
+    except ConfigError as exc:
+        return _fail(str(exc))
+    named = data.get("tool") if isinstance(data, dict) else None
+    if named is not None and named != args.tool:
+        return _fail(
+            f"{found.relative_to(root)} is a config for tool '{named}', not '{args.tool}':\n"
+            f"   run: python3 scripts/run_experiment {named} {args.config}"
+        )
+    target = found.relative_to(root).as_posix()
+    if args.validate_only:
+        code = _pytest([target, "--collect-only", "-q", *rest], root)
+        if code == 0:
+            print(f"✅ {target} is valid (tool {args.tool})")
+        return code
+    return _pytest([target, "-s", "-q", *rest], root)
+
+
+class _Recorder:
+    """Collects items and collection errors while pytest runs with its terminal output off."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.errors: list[tuple[str, str]] = []
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.errors.append((report.nodeid, report.longreprtext))
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.items.extend(items)
+
+
+def collect(root: Path, target: str = "configs") -> _Recorder:
+    """pytest's own collection of ``target``, recorded (nothing runs, nothing is printed)."""
+    recorder = _Recorder()
+    args = [
+        target,
+        "--collect-only",
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(root),
+    ]
+    old = Path.cwd()
+    try:
+        os.chdir(root)
+        pytest.main(args, plugins=[recorder])
+    finally:
+        os.chdir(old)
+    return recorder
+
+
+def _check_tool_env(registry: Registry, name: str, root: Path) -> list[str]:
+    from .envs import EnvManager
+
+    tool = registry.tools[name]
+    manager = EnvManager(root / "outputs" / ".xstash", uuid.uuid4().hex)
+    try:
+        python = manager.python_for(tool)
+    except EnvError as exc:
+        return [str(exc)]
+    probe = subprocess.run(
+        [python, "-c", "import hydra; print(hydra.__version__)"],
+        capture_output=True,
+        text=True,
+        cwd=tool.path,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return [
+            f"hydra cannot be imported with {python}:\n{probe.stderr.strip()[-2000:]}\n"
+            f"   add hydra-core to the dependencies of {tool.path}"
+        ]
+    print(f"   environment: {python} (hydra-core {probe.stdout.strip()})")
+    return []
+
+
+def validate_setup_main(argv: list[str] | None = None, root: Path | None = None) -> int:
+    """``validate_setup.py [--list-configs] [--tool NAME]``."""
+    parser = argparse.ArgumentParser(
+        prog="validate_setup.py", description="Validate the tool registry and every config."
+    )
+    parser.add_argument("--list-configs", action="store_true", help="list the configs")
+    parser.add_argument(
+        "--tool",
+        metavar="NAME",
+        help="check one tool: its registration, its environment (built with uv), its configs",
+    )
+    args = parser.parse_args(argv)
+    root = root or Path.cwd()
+    configs = root / "configs"
+    meta = configs / META_NAME
+    if not meta.is_file():
+        return _fail(f"no {meta}: run this from the repository's top folder")
+    registry = load_registry(meta)
+    if registry.error is not None:
+        return _fail(f"the tool registry is broken:\n{registry.error}")
+    problems = 0
+    if args.tool is not None and args.tool not in registry.names:
+        return _fail(
+            f"Tool not found in meta config: '{args.tool}'; registered: "
+            f"{', '.join(registry.names) or '(none)'}.{did_you_mean(args.tool, registry.names)}"
+        )
+    names = [args.tool] if args.tool else registry.names
+    print(f"🔧 tools in {meta.relative_to(root)}:")
+    for name in names:
+        if name in registry.tool_errors:
+            problems += 1
+            print(f"  ❌ {name}: {registry.tool_errors[name]}")
+            continue
+        tool = registry.tools[name]
+        print(
+            f"  ✅ {name}: {tool.path.relative_to(root)} ({' '.join(tool.entrypoint)}, "
+            f"env {tool.env})"
+        )
+        if args.tool:
+            for message in _check_tool_env(registry, name, root):
+                problems += 1
+                print(f"  ❌ {message}")
+    recorder = collect(root)
+    items = [i for i in recorder.items if not args.tool or _tool_of(i) == args.tool]
+    if args.list_configs or args.tool:
+        print(f"📋 configs ({len(items)}):")
+        for item in items:
+            exp = item.experiment
+            estimate = exp.estimated_runtime or "-"
+            tags = ",".join(exp.tags) or "-"
+            print(f"  {item.nodeid:<55} tool={exp.tool.name} est={estimate} tags={tags}")
+    errors = recorder.errors
+    if args.tool:
+        errors = [e for e in errors if _mentions_tool(root / e[0].split("::")[0], args.tool)]
+    for nodeid, text in errors:
+        problems += 1
+        print(f"  ❌ {nodeid}:\n" + "\n".join("     " + line for line in text.splitlines()))
+    print(
+        f"{'✅' if not problems else '❌'} {len(items)} valid config(s), "
+        f"{len(errors)} invalid config(s), {problems} problem(s)"
+    )
+    return 1 if problems else 0
+
+
+def _tool_of(item: Any) -> str | None:
+    experiment = getattr(item, "experiment", None)
+    return None if experiment is None else str(experiment.tool.name)
+
+
+def _mentions_tool(path: Path, tool: str) -> bool:
+    try:
+        data = load_yaml_file(path).data
+    except (ConfigError, ConfigErrors):
+        return False
+    return isinstance(data, dict) and data.get("tool") == tool
