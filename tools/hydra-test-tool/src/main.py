@@ -14,10 +14,11 @@ def main(cfg: DictConfig) -> None:
     print("✅ Top-level configs integrated successfully!")
     hydra_cfg = HydraConfig.get()
     print(f"   experiment (Hydra job name): {hydra_cfg.job.name}")
-    for key, value in cfg.get("params", {}).items():
+    params = cfg.get("params")
+    params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
+    for key, value in params.items():
         print(f"   {key}: {value}")
     # Tools report results by writing a JSON file into Hydra's output dir: no xstash import.
-    params = OmegaConf.to_container(cfg.get("params", {}), resolve=True) or {}
     metrics = {"message_length": len(str(cfg.get("message", ""))), "n_params": len(params)}
     with open(f"{hydra_cfg.runtime.output_dir}/metrics.json", "w") as handle:
         json.dump(metrics, handle)
