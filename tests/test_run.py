@@ -1,0 +1,492 @@
+"""Running experiments: real Hydra tools as subprocesses, their run directories and reports.
+
+Tools are real Hydra applications (on the session's ``hydra_python``) unless the test is about
+how the orchestrator reacts to a misbehaving process (a crash, a signal, a flood of output);
+those use a few lines of plain Python on ``env: system``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Project
+
+# A real Hydra tool that prints to both streams and exits with ``cfg.code``.
+HYDRA_EXIT = """\
+import sys
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg):
+    print("out-marker from", HydraConfig.get().job.name, flush=True)
+    print("err-marker from", HydraConfig.get().job.name, file=sys.stderr, flush=True)
+    sys.exit(int(cfg.code))
+
+if __name__ == "__main__":
+    main()
+"""
+
+# Same as helpers.HYDRA_MAIN but with the tool's own config folder ``conf/``.
+HYDRA_CONF_MAIN = """\
+import json, os, sys
+from dataclasses import dataclass, field
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+{schema}
+@hydra.main(version_base=None, config_path="conf", config_name=None)
+def main(cfg):
+    hc = HydraConfig.get()
+    with open(os.path.join(hc.runtime.output_dir, "seen.json"), "w") as f:
+        json.dump({{"job": hc.job.name, "cfg": OmegaConf.to_container(cfg, resolve=True),
+                   "cwd": os.getcwd(), "python": sys.executable}}, f)
+
+if __name__ == "__main__":
+    main()
+"""
+
+STRICT_SCHEMA = """
+@dataclass
+class Params:
+    lr: float = 0.1
+    epochs: int = 2
+
+@dataclass
+class Cfg:
+    message: str = "x"
+    params: Params = field(default_factory=Params)
+
+ConfigStore.instance().store(name="schema", node=Cfg)
+"""
+
+# Plain Python (no Hydra): the orchestrator's reaction to a crash is under test.
+EXIT_3 = """\
+import sys
+for i in range(1, 61):
+    print(f"stderr line {i:03d}", file=sys.stderr)
+print("stdout of the failing tool")
+sys.exit(3)
+"""
+
+KILL_SELF = """\
+import os, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the tool folder
+print("about to receive {signame}", file=sys.stderr, flush=True)
+os.kill(os.getpid(), signal.{signame})
+"""
+
+FLOOD_MB = 200
+FLOOD = f"""\
+import sys
+line = b"x" * 1023 + b"\\n"
+chunk = line * 1024  # 1 MiB
+out = sys.stdout.buffer
+for _ in range({FLOOD_MB}):
+    out.write(chunk)
+out.flush()
+"""
+
+PROPERTIES = (
+    "tool",
+    "experiment",
+    "config",
+    "tags",
+    "description",
+    "estimated_runtime",
+    "run_dir",
+    "exit_code",
+    "duration",
+)
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "xstash.json").read_text())
+    return data
+
+
+def read_seen(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "seen.json").read_text())
+    return data
+
+
+def failure_report(result: pytest.RunResult, name: str) -> str:
+    """The failure text of experiment ``name``: its report, without captured-output sections."""
+    lines = result.outlines
+    header = re.compile(rf"^_+ .*\b{re.escape(name)} _+$")
+    start = next(i for i, line in enumerate(lines) if header.match(line))
+    stop = re.compile(r"^(_{3,} .* _{3,}|={3,}.*={3,}|-{3,} Captured .* -{3,})$")
+    end = start + 1
+    while end < len(lines) and not stop.match(lines[end]):
+        end += 1
+    return "\n".join(lines[start + 1 : end])
+
+
+# --- 1. entrypoints, cwd, run directory --------------------------------------------------
+
+
+@pytest.mark.parametrize("entrypoint", ["src/main.py", "-m pkg.main"])
+def test_entrypoint_styles_run_hydra_in_tool_folder(
+    project: Project, hydra_python: str, entrypoint: str
+) -> None:
+    folder = project.tool("echo", env=hydra_python, deps=None, entrypoint=entrypoint)
+    project.config(
+        "exp.yaml",
+        """\
+        tool: echo
+        experiment: styled
+        message: "lr is ${params.lr}"
+        params: {lr: 0.1}
+        """,
+    )
+    result = project.pytester.runpytest("configs", "-v")
+    result.assert_outcomes(passed=1)
+    (run_dir,) = project.run_dirs("exp")
+    seen = read_seen(run_dir)
+    assert Path(seen["cwd"]).resolve() == folder.resolve()
+    assert seen["job"] == "styled"
+    assert seen["cfg"] == {"message": "lr is 0.1", "params": {"lr": 0.1}}
+    assert seen["python"] == hydra_python
+    # Hydra's output dir is xstash's run dir: its own files land next to the logs.
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "job: styled" in (run_dir / "stdout.log").read_text()
+    assert (run_dir / "stderr.log").is_file()
+    record = read_record(run_dir)
+    assert record["status"] == "passed"
+    assert record["exit_code"] == 0
+    words = entrypoint.split()
+    assert record["argv"][: 1 + len(words)] == [hydra_python, *words]
+
+
+# --- 3. orchestrator fields never reach a strict tool ------------------------------------
+
+
+def test_orchestrator_fields_never_reach_structured_schema(
+    project: Project, hydra_python: str
+) -> None:
+    project.tool(
+        "strict",
+        HYDRA_CONF_MAIN.format(schema=STRICT_SCHEMA),
+        env=hydra_python,
+        deps=None,
+    )
+    project.write(
+        "tools/strict/src/conf/config.yaml",
+        """\
+        defaults:
+          - schema
+          - _self_
+        message: from-the-tool
+        """,
+    )
+    project.config(
+        "strict/ok.yaml",
+        """\
+        tool: strict
+        experiment: strict_ok
+        description: "every orchestrator field is present"
+        tags: [paper, fig1]
+        estimated_runtime: 5s
+        xstash: {}
+        defaults:
+          - config
+          - _self_
+        params:
+          lr: 0.5
+        """,
+    )
+    # Control: the schema really is strict, so a stray key would have failed the run.
+    project.config(
+        "strict/stray.yaml",
+        """\
+        tool: strict
+        experiment: strict_stray
+        defaults:
+          - config
+          - _self_
+        stray_key: 1
+        """,
+    )
+    result = project.pytester.runpytest("configs", "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*strict/ok.yaml::strict_ok PASSED*"])
+    assert "stray_key" in failure_report(result, "strict_stray")
+    (run_dir,) = project.run_dirs("strict/ok")
+    seen = read_seen(run_dir)
+    assert seen["job"] == "strict_ok"
+    assert seen["cfg"] == {"message": "from-the-tool", "params": {"lr": 0.5, "epochs": 2}}
+    sent = (run_dir / "xstash_config" / "xstash_experiment.yaml").read_text()
+    for key in ("tool:", "experiment:", "description:", "tags:", "estimated_runtime:", "xstash:"):
+        assert key not in sent
+
+
+# --- 4. tool config groups + sibling fragment ---------------------------------------------
+
+
+def test_defaults_compose_tool_groups_and_sibling_fragment(
+    project: Project, hydra_python: str
+) -> None:
+    project.tool("grp", HYDRA_CONF_MAIN.format(schema=""), env=hydra_python, deps=None)
+    project.write(
+        "tools/grp/src/conf/config.yaml",
+        """\
+        defaults:
+          - model: small
+          - _self_
+        seed: 0
+        dataset: tool-default
+        """,
+    )
+    project.write("tools/grp/src/conf/model/small.yaml", "name: small\nhidden: 16\n")
+    project.write("tools/grp/src/conf/model/big.yaml", "name: big\nhidden: 128\n")
+    project.config("group/_common.yaml", "seed: 7\ndataset: shared-fragment\n")
+    project.config(
+        "group/big.yaml",
+        """\
+        tool: grp
+        experiment: grp_big
+        defaults:
+          - config
+          - _common
+          - override model: big
+          - _self_
+        lr: 0.2
+        """,
+    )
+    result = project.pytester.runpytest("configs", "-v")
+    result.assert_outcomes(passed=1)  # _common.yaml is a fragment, not an experiment
+    (run_dir,) = project.run_dirs("group/big")
+    assert read_seen(run_dir)["cfg"] == {
+        "model": {"name": "big", "hidden": 128},  # from the tool's config group
+        "seed": 7,  # from the sibling fragment
+        "dataset": "shared-fragment",
+        "lr": 0.2,  # from the experiment itself
+    }
+
+
+# --- 5. failures: exit code, signals ------------------------------------------------------
+
+
+def test_failing_tool_report(project: Project) -> None:
+    project.tool("crash", EXIT_3, env="system", deps=None)
+    project.config("boom.yaml", "tool: crash\nexperiment: boom\n")
+    result = project.pytester.runpytest("configs")
+    result.assert_outcomes(failed=1)
+    report = failure_report(result, "boom")
+    assert "tool 'crash' exited with code 3" in report
+    assert "command: " in report
+    assert "run directory: " in report
+    assert "stderr line 060" in report
+    assert "stderr line 021" in report  # the 40th line from the end
+    assert "stderr line 020" not in report
+    assert "stderr line 001" not in report
+    # The report is xstash's message, not a traceback through the plugin.
+    assert "Traceback" not in result.stdout.str()
+    assert "items.py" not in report
+    assert "xstash_plugin" not in report
+    (run_dir,) = project.run_dirs("boom")
+    assert f"run directory: {run_dir}" in report
+    record = read_record(run_dir)
+    assert record["status"] == "failed"
+    assert record["exit_code"] == 3
+    assert record["signal"] is None
+
+
+@pytest.mark.parametrize(("signame", "number"), [("SIGKILL", 9), ("SIGSEGV", 11)])
+def test_tool_killed_by_signal(project: Project, signame: str, number: int) -> None:
+    project.tool("dies", KILL_SELF.format(signame=signame), env="system", deps=None)
+    project.config("dies.yaml", "tool: dies\nexperiment: dies\n")
+    result = project.pytester.runpytest("configs")
+    result.assert_outcomes(failed=1)
+    report = failure_report(result, "dies")
+    assert f"was killed by {signame} (signal {number})" in report
+    assert f"about to receive {signame}" in report
+    assert "Traceback" not in result.stdout.str()
+    (run_dir,) = project.run_dirs("dies")
+    record = read_record(run_dir)
+    assert record["status"] == "failed"
+    assert record["exit_code"] == -number
+    assert record["signal"] == signame
+
+
+# --- 6. output streams --------------------------------------------------------------------
+
+
+def test_output_captured_without_s(project: Project, hydra_python: str) -> None:
+    project.tool("say", HYDRA_EXIT, env=hydra_python, deps=None)
+    project.config("say.yaml", "tool: say\nexperiment: talk\ncode: 1\n")
+    result = project.pytester.runpytest("configs")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- Captured stdout call -*",
+            "out-marker from talk",
+            "*- Captured stderr call -*",
+            "err-marker from talk",
+        ]
+    )
+    (run_dir,) = project.run_dirs("say")
+    assert (run_dir / "stdout.log").read_text() == "out-marker from talk\n"
+
+
+def test_output_streams_live_with_s(project: Project, hydra_python: str) -> None:
+    project.tool("say", HYDRA_EXIT, env=hydra_python, deps=None)
+    project.config("say.yaml", "tool: say\nexperiment: talk\ncode: 1\n")
+    result = project.pytester.runpytest_subprocess("configs", "-s")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*out-marker from talk*"])
+    result.stderr.fnmatch_lines(["*err-marker from talk*"])
+    assert "Captured stdout call" not in result.stdout.str()
+    assert "Captured stderr call" not in result.stdout.str()
+    # Streaming live still keeps the logs.
+    (run_dir,) = project.run_dirs("say")
+    assert (run_dir / "stdout.log").read_text() == "out-marker from talk\n"
+    assert (run_dir / "stderr.log").read_text() == "err-marker from talk\n"
+
+
+# --- 7. a flood of output -----------------------------------------------------------------
+
+
+@pytest.mark.slow_integration
+@pytest.mark.parametrize("live", [False, True], ids=["captured", "live-s"])
+def test_flood_of_stdout_keeps_pytest_memory_flat(project: Project, live: bool) -> None:
+    rss_file = project.root / "peak_rss_kb.txt"
+    # pytest records its own peak RSS (the tool is a separate process, never counted here).
+    project.pytester.makeconftest(
+        f"""
+        import resource
+
+        def pytest_unconfigure(config):
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            with open({str(rss_file)!r}, "w") as handle:
+                handle.write(str(peak))
+        """
+    )
+    project.tool("flood", FLOOD, env="system", deps=None)
+    project.config("flood.yaml", "tool: flood\nexperiment: flood\n")
+    if live:
+        # With -s every byte also passes through pytest on its way to the terminal; send the
+        # terminal to /dev/null so this test does not hold 200 MiB of it either.
+        proc = project.pytester.popen(
+            [sys.executable, "-m", "pytest", "configs", "-s", "-p", "no:cacheprovider"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode(errors="replace")
+    else:
+        result = project.pytester.runpytest_subprocess("configs")
+        result.assert_outcomes(passed=1)
+    (run_dir,) = project.run_dirs("flood")
+    log = run_dir / "stdout.log"
+    size = log.stat().st_size
+    assert size >= FLOOD_MB * 1024 * 1024
+    assert read_record(run_dir)["status"] == "passed"
+    log.unlink()  # 200 MiB is not worth keeping in the temp folder
+    peak_mb = int(rss_file.read_text()) / 1024
+    mode = "-s" if live else "captured"
+    print(f"peak RSS of pytest ({mode}), tool printed {size / 2**20:.0f} MiB: {peak_mb:.1f} MiB")
+    assert peak_mb < 150, f"pytest's peak RSS was {peak_mb:.1f} MiB ({mode})"
+
+
+# --- 9. JUnit XML properties --------------------------------------------------------------
+
+
+def junit_properties(path: Path) -> dict[str, dict[str, str]]:
+    """testcase name -> its properties."""
+    root = ET.parse(path).getroot()
+    out: dict[str, dict[str, str]] = {}
+    for case in root.iter("testcase"):
+        props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        out[case.get("name", "")] = props
+    return out
+
+
+@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
+def test_junitxml_properties(
+    project: Project, hydra_python: str, family: str, workers: int
+) -> None:
+    project.tool("say", HYDRA_EXIT, env=hydra_python, deps=None)
+    project.config(
+        "suite/good.yaml",
+        """\
+        tool: say
+        experiment: good
+        description: "passes"
+        tags: [paper, fig1]
+        estimated_runtime: 5s
+        code: 0
+        """,
+    )
+    project.config("suite/bad.yaml", "tool: say\nexperiment: bad\ncode: 4\n")
+    args = ["configs", "--junitxml=r.xml", "-o", f"junit_family={family}"]
+    if workers:
+        result = project.pytester.runpytest_subprocess(*args, "-n", str(workers))
+        result.stdout.fnmatch_lines([f"*created: {workers}/{workers} workers*"])
+    else:
+        result = project.pytester.runpytest(*args)
+    result.assert_outcomes(passed=1, failed=1)
+    cases = junit_properties(project.root / "r.xml")
+    assert set(cases) == {"good", "bad"}
+    for props in cases.values():
+        assert set(PROPERTIES) <= set(props), props
+        assert Path(props["run_dir"]).is_dir()
+        assert float(props["duration"]) >= 0
+    good, bad = cases["good"], cases["bad"]
+    assert good["tool"] == "say"
+    assert good["experiment"] == "good"
+    assert good["config"] == "configs/suite/good.yaml"
+    assert good["tags"] == "paper,fig1"
+    assert good["description"] == "passes"
+    assert good["estimated_runtime"] == "5s"
+    assert good["exit_code"] == "0"
+    assert (Path(good["run_dir"]) / "xstash.json").is_file()
+    assert bad["experiment"] == "bad"
+    assert bad["config"] == "configs/suite/bad.yaml"
+    assert bad["tags"] == bad["description"] == bad["estimated_runtime"] == ""
+    assert bad["exit_code"] == "4"
+
+
+# --- 10. -p no:xdist and --lf -------------------------------------------------------------
+
+
+def test_no_xdist_and_last_failed(project: Project, hydra_python: str) -> None:
+    project.tool("say", HYDRA_EXIT, env=hydra_python, deps=None)
+    project.config("ok.yaml", "tool: say\nexperiment: ok\ncode: 0\n")
+    project.config("bad.yaml", "tool: say\nexperiment: bad\ncode: 2\n")
+    first = project.pytester.runpytest("configs", "-p", "no:xdist", "-v")
+    first.assert_outcomes(passed=1, failed=1)
+    again = project.pytester.runpytest("configs", "-p", "no:xdist", "--lf", "-v")
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*"])
+    again.stdout.fnmatch_lines(["*bad.yaml::bad FAILED*"])
+    assert "ok.yaml::ok" not in again.stdout.str()
+    assert len(project.run_dirs("ok")) == 1
+    assert len(project.run_dirs("bad")) == 2
+
+
+# --- 12. every run gets its own directory -------------------------------------------------
+
+
+def test_each_run_gets_its_own_directory(project: Project, hydra_python: str) -> None:
+    project.tool("echo", env=hydra_python, deps=None)
+    project.config("same.yaml", "tool: echo\nexperiment: same\nmessage: hi\n")
+    for _ in range(2):
+        project.pytester.runpytest("configs").assert_outcomes(passed=1)
+    first, second = project.run_dirs("same")
+    assert first != second
+    for run_dir in (first, second):
+        assert read_record(run_dir)["status"] == "passed"
+        assert read_seen(run_dir)["cfg"] == {"message": "hi"}
+    # Same config, same content key: the names differ only where they must.
+    assert first.name.split("-")[2] == second.name.split("-")[2]
