@@ -123,7 +123,12 @@ def test_failed_sync_fails_only_that_tool(
         assert "preparing the environment of tool 'broken' failed" in section
         assert MISSING_PACKAGE in section.split("uv says:")[1]
     assert "Traceback" not in text
-    assert project.run_dirs("b1") == project.run_dirs("b2") == []
+    # Nothing is lost: each broken run still leaves a record saying what happened.
+    for config in ("b1", "b2"):
+        (run_dir,) = project.run_dirs(config)
+        record = json.loads((run_dir / "xstash.json").read_text())
+        assert record["status"] == "error"
+        assert MISSING_PACKAGE in record["error"]
     assert len(project.run_dirs("ok")) == 1
     (line,) = sync_log(project)
     assert line["tool"] == "broken"

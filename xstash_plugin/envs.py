@@ -172,7 +172,7 @@ class EnvManager:
                 output = (proc.stderr.strip() or proc.stdout.strip())[-4000:]
                 raise EnvError(
                     f"preparing the environment of tool '{tool.name}' failed: "
-                    f"{' '.join(command[1:3])} exited with {proc.returncode}\n"
+                    f"uv {command[1]} exited with {proc.returncode}\n"
                     f"command: {' '.join(command)}\n"
                     f"uv says:\n{output}\n"
                     f"fix the tool's dependencies in {tool.path}, then try "
@@ -180,3 +180,19 @@ class EnvManager:
                 )
         if not venv_python(tool.path / ".venv").exists():
             raise EnvError(f"uv finished but {venv_python(tool.path / '.venv')} does not exist")
+
+
+_UV_VERSION: list[str | None] = []
+
+
+def uv_version() -> str | None:
+    """``uv --version``, asked once per process."""
+    if not _UV_VERSION:
+        try:
+            proc = subprocess.run(
+                [find_uv(), "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+            _UV_VERSION.append(proc.stdout.strip().removeprefix("uv ") or None)
+        except (OSError, EnvError, subprocess.TimeoutExpired):
+            _UV_VERSION.append(None)
+    return _UV_VERSION[0]

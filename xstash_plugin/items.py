@@ -16,10 +16,21 @@ import pytest
 
 from .command import build_argv
 from .durations import format_duration
-from .envs import venv_python
+from .envs import uv_version, venv_python
 from .errors import ConfigError, ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
-from .runs import content_key, new_run_dir, tail_lines, write_record, write_tool_config
+from .report import flatten, fmt
+from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
+from .runs import (
+    content_key,
+    dependency_hash,
+    git_state,
+    new_run_dir,
+    python_version_of,
+    tail_lines,
+    write_record,
+    write_tool_config,
+)
 from .spec import Experiment, load_experiment
 from .state import get_state
 
@@ -79,6 +90,22 @@ class ExperimentItem(pytest.Item):
             state.register_marker(tag, "experiment tag")
             self.add_marker(tag)
         self.run_dir: Path | None = None
+        # What the controller's results table needs; travels to it on the test report.
+        self.result_row: dict[str, Any] = {
+            "id": self.nodeid,
+            "experiment": experiment.name,
+            "config": self.config_relpath.as_posix(),
+            "tool": experiment.tool.name,
+            "tags": list(experiment.tags),
+            "status": "not run",
+            "estimated_runtime": experiment.estimated_runtime,
+            "estimated_seconds": experiment.estimated_seconds,
+            "duration": None,
+            "exit_code": None,
+            "metrics": {},
+            "verdicts": [],
+            "run_dir": None,
+        }
         self.user_properties.extend(
             [
                 ("tool", experiment.tool.name),
@@ -111,18 +138,29 @@ class ExperimentItem(pytest.Item):
             env.pop("VIRTUAL_ENV", None)
         return env
 
+    def _provenance(self, python: str | None) -> dict[str, Any]:
+        state = get_state(self.config)
+        tool = self.experiment.tool
+        key = str(tool.path)
+        if key not in state.provenance:
+            state.provenance[key] = {
+                "git": git_state(tool.path),
+                "dependency_hash": dependency_hash(tool.path),
+            }
+        info = dict(state.provenance[key])
+        info["tool_python"] = python
+        info["tool_python_version"] = python_version_of(python) if python else None
+        info["uv"] = uv_version() if tool.env == "uv" else None
+        return info
+
     def runtest(self) -> None:
         state = get_state(self.config)
         experiment = self.experiment
         tool = experiment.tool
+        key = content_key(experiment.payload)
+        self.result_row.update(status="error")
         try:
-            python = state.envs.python_for(tool)
-        except EnvError as exc:
-            raise RunFailed(f"tool '{tool.name}': {exc}") from None
-        try:
-            run_dir = new_run_dir(
-                state.output_root, self.config_relpath, content_key(experiment.payload)
-            )
+            run_dir = new_run_dir(state.output_root, self.config_relpath, key)
             config_dir = write_tool_config(run_dir, experiment.payload)
         except OSError as exc:
             raise RunFailed(
@@ -131,21 +169,31 @@ class ExperimentItem(pytest.Item):
                 "with --xstash-output-root"
             ) from None
         self.run_dir = run_dir
+        self.result_row["run_dir"] = str(run_dir)
         self.user_properties.append(("run_dir", str(run_dir)))
-        argv = build_argv(python, experiment, config_dir, run_dir)
         record: dict[str, Any] = {
             "status": "running",
             "experiment": experiment.name,
             "config": self.config_relpath.as_posix(),
+            "nodeid": self.nodeid,
+            "config_key": key,
             "tool": tool.name,
             "tool_path": str(tool.path),
-            "argv": list(argv),
             "cwd": str(tool.path),
             "host": socket.gethostname(),
             "python": sys.version.split()[0],
             "launcher": "local",
             "started": time.time(),
         }
+        write_record(run_dir, record)
+        try:
+            python = state.envs.python_for(tool)
+        except EnvError as exc:
+            record.update(status="error", error=str(exc), ended=time.time())
+            write_record(run_dir, record)
+            raise RunFailed(f"tool '{tool.name}': {exc}\nrun directory: {run_dir}") from None
+        argv = build_argv(python, experiment, config_dir, run_dir)
+        record.update(argv=list(argv), **self._provenance(python))
         write_record(run_dir, record)
         request = RunRequest(
             argv=argv,
@@ -158,30 +206,78 @@ class ExperimentItem(pytest.Item):
             result = run_local(request)
         except BaseException:
             record.update(status="interrupted", ended=time.time())
+            self.result_row.update(status="interrupted")
             write_record(run_dir, record)
             raise
         self._finish(request, result, record)
 
+    def _judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:
+        """Metrics, verdicts, and a problem with the metrics file (if any)."""
+        experiment = self.experiment
+        declared = experiment.metrics_file is not None or bool(experiment.expectations)
+        path = run_dir / (experiment.metrics_file or DEFAULT_METRICS)
+        if not declared and not path.exists():
+            return None, [], None
+        try:
+            metrics = read_metrics(path)
+        except MetricsError as exc:
+            return None, [], str(exc)
+        return metrics, judge(list(experiment.expectations), metrics), None
+
     def _finish(self, request: RunRequest, result: RunResult, record: dict[str, Any]) -> None:
-        ok = result.returncode == 0
+        exited_ok = result.returncode == 0
+        metrics, verdicts, metrics_problem = self._judge(request.run_dir)
+        ok = exited_ok and metrics_problem is None and all(v.ok for v in verdicts)
+        status = "passed" if ok else "failed"
         record.update(
-            status="passed" if ok else "failed",
+            status=status,
             exit_code=result.returncode,
             signal=_signal_name(result.returncode) if result.returncode < 0 else None,
             ended=result.ended,
             duration=round(result.duration, 3),
+            metrics=metrics,
+            metrics_error=metrics_problem,
+            expectations=[v.as_dict() for v in verdicts],
         )
         write_record(request.run_dir, record)
+        self.result_row.update(
+            status=status,
+            exit_code=result.returncode,
+            duration=round(result.duration, 3),
+            metrics=metrics or {},
+            verdicts=[v.as_dict() for v in verdicts],
+        )
         self.user_properties.append(("exit_code", str(result.returncode)))
         self.user_properties.append(("duration", f"{result.duration:.3f}"))
+        for name, value in flatten(metrics or {}).items():
+            self.user_properties.append((f"metric.{name}", fmt(value)))
+        for verdict in verdicts:
+            word = "ok" if verdict.ok else f"FAIL ({verdict.note})" if verdict.note else "FAIL"
+            measured = "-" if verdict.measured is None else fmt(verdict.measured)
+            self.user_properties.append(
+                (f"expect.{verdict.metric}", f"{word}: {measured} vs {verdict.expected}")
+            )
         if not request.live:
             for name, path in (("stdout", request.stdout_path), ("stderr", request.stderr_path)):
                 lines, cut = tail_lines(path, SECTION_TAIL)
                 if lines:
                     head = f"[last {len(lines)} lines; full log: {path}]\n" if cut else ""
                     self.add_report_section("call", name, head + "\n".join(lines))
-        if not ok:
+        if not exited_ok:
             raise RunFailed(self._failure_report(request, result))
+        if metrics_problem is not None:
+            raise RunFailed(
+                f"experiment '{self.experiment.name}' ({self.config_relpath}): {metrics_problem}"
+                f"\nrun directory: {request.run_dir}"
+            )
+        if not ok:
+            failed = sum(not v.ok for v in verdicts)
+            raise RunFailed(
+                f"experiment '{self.experiment.name}' ({self.config_relpath}): {failed} of "
+                f"{len(verdicts)} expectation(s) failed\n{verdict_table(verdicts)}\n"
+                f"metrics: {request.run_dir / (self.experiment.metrics_file or DEFAULT_METRICS)}"
+                f"\nrun directory: {request.run_dir}"
+            )
 
     def _failure_report(self, request: RunRequest, result: RunResult) -> str:
         experiment = self.experiment

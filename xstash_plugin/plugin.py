@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .items import ExperimentFile
+from .items import ExperimentFile, ExperimentItem
 from .registry import META_NAME
-from .state import OUTPUT_ROOT_HELP, STATE_KEY, get_state, make_state
+from .report import (
+    REPORT_SUFFIXES,
+    TERMINAL_METRICS,
+    render,
+    slow_warnings,
+    table_rows,
+    text_table,
+)
+from .state import OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
+
+REPORT_HELP = (
+    "write the results (one row per experiment, one column per metric, the run directory) "
+    "to PATH; the suffix chooses the format: .csv, .json or .md"
+)
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -22,11 +38,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help=OUTPUT_ROOT_HELP,
     )
+    group.addoption(
+        "--xstash-report", dest="xstash_report", default=None, metavar="PATH", help=REPORT_HELP
+    )
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[STATE_KEY] = make_state(config)
+    state = make_state(config)
+    config.stash[STATE_KEY] = state
+    report: str | None = config.getoption("xstash_report")
+    if report:
+        path = config.invocation_params.dir / report
+        if path.suffix not in REPORT_SUFFIXES:
+            raise pytest.UsageError(
+                f"--xstash-report {report}: the format comes from the suffix, which must be "
+                f"one of {', '.join(REPORT_SUFFIXES)}"
+            )
+        state.report_path = path
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports
+        config.pluginmanager.register(Results(state), "xstash-results")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "xstash-xdist")
 
@@ -51,3 +82,52 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Experiment
         return None  # shared Hydra fragments
     file: ExperimentFile = ExperimentFile.from_parent(parent, path=file_path, configs_root=root)
     return file
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if isinstance(item, ExperimentItem) and report.when == "call":
+        # A plain attribute of the report: pytest-xdist carries it to the controller.
+        report.xstash = dict(item.result_row)  # type: ignore[attr-defined]
+    return report
+
+
+class Results:
+    """Gathers every experiment's result row (from local or xdist workers' reports) and
+    reports them at the end: the terminal table and the ``--xstash-report`` file."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        row: dict[str, Any] | None = getattr(report, "xstash", None)
+        if row is not None and report.when == "call":
+            self.state.rows.append(row)
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        return sorted(self.state.rows, key=lambda r: str(r["id"]))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        rows = self.sorted_rows()
+        if not rows:
+            return
+        terminalreporter.section("xstash results")
+        header, body = table_rows(rows, limit=TERMINAL_METRICS)
+        for line in text_table(header, body):
+            terminalreporter.write_line(line)
+        for line in slow_warnings(rows):
+            terminalreporter.write_line(f"warning: {line}", yellow=True)
+        if self.state.report_path is not None:
+            terminalreporter.write_line(f"results written to {self.state.report_path}")
+
+    def pytest_sessionfinish(self) -> None:
+        path = self.state.report_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(render(path, self.sorted_rows()), encoding="utf-8")
+        os.replace(tmp, path)

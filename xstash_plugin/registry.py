@@ -7,6 +7,7 @@ experiment of that configs root.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,28 @@ TOOL_KEYS = {
     "python": "the Python uv builds the tool's environment with (default: the one running pytest)",
     "pass_experiment": "true to also give the tool the key 'experiment' in its config",
 }
+
+# A tool's name is a marker of its experiments (``-m <tool>``), as tags are.
+TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# Tags and tool names become markers: these names would change what pytest does with the item.
+RESERVED_TAGS = frozenset(
+    {
+        "skip",
+        "skipif",
+        "xfail",
+        "parametrize",
+        "usefixtures",
+        "filterwarnings",
+        "tryfirst",
+        "trylast",
+        "and",
+        "or",
+        "not",
+        "True",
+        "False",
+        "None",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -146,7 +169,7 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
             raise ConfigError(
                 meta,
                 doc.line("tools", name, key),
-                f"'{key}' of tool '{name}' must be a string",
+                f"'{key}' of tool '{name}' must be a non-empty string",
                 f"write '{key}: {TOOL_KEYS[key]}'",
             )
     rel = spec["path"]
@@ -173,7 +196,10 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
     description = spec.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(
-            meta, doc.line("tools", name, "description"), "description must be a string"
+            meta,
+            doc.line("tools", name, "description"),
+            "description must be a string",
+            'quote it: description: "..."',
         )
     env = spec.get("env", "uv")
     eline = doc.line("tools", name, "env")
@@ -191,11 +217,19 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         env = str(python.absolute())
     python_req = spec.get("python")
     if python_req is not None and not isinstance(python_req, (str, int, float)):
-        raise ConfigError(meta, doc.line("tools", name, "python"), "python must be a string")
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, "python"),
+            "python must be a string",
+            "write e.g. python: '3.11' (or leave it out to use the python running pytest)",
+        )
     pass_experiment = spec.get("pass_experiment", False)
     if not isinstance(pass_experiment, bool):
         raise ConfigError(
-            meta, doc.line("tools", name, "pass_experiment"), "pass_experiment must be true/false"
+            meta,
+            doc.line("tools", name, "pass_experiment"),
+            "pass_experiment must be true/false",
+            "write pass_experiment: true (or false, the default)",
         )
     return Tool(
         name=name,
@@ -208,6 +242,24 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         meta_path=meta,
         line=line,
     )
+
+
+def _check_tool_name(name: str, doc: YamlDoc) -> None:
+    """Tool names become pytest markers: a name like 'skip' would silently skip experiments."""
+    if not TOOL_NAME.fullmatch(name):
+        raise ConfigError(
+            doc.path,
+            doc.line("tools", name),
+            f"tool name {name!r} cannot be a pytest marker (experiments are marked with it)",
+            "use letters, digits, '_', '.' and '-', starting with a letter or '_'",
+        )
+    if name in RESERVED_TAGS:
+        raise ConfigError(
+            doc.path,
+            doc.line("tools", name),
+            f"tool name '{name}' is reserved by pytest (experiments are marked with it)",
+            f"choose another name, e.g. '{name}_'",
+        )
 
 
 def load_registry(meta_path: Path) -> Registry:
@@ -225,14 +277,15 @@ def load_registry(meta_path: Path) -> Registry:
         registry.error = ConfigError(meta_path, 1, f"meta.yaml {what}", "write:\n  " + example)
         return registry
     for dup_path, first, again in doc.duplicates:
+        # YAML keeps only the last value: a repeated key silently drops tools or settings.
         if dup_path[:1] == ("tools",) and len(dup_path) == 2:
-            registry.error = ConfigError(
-                meta_path,
-                again,
-                f"tool '{dup_path[1]}' is registered twice (first at line {first})",
-                "keep one entry per tool name",
-            )
-            return registry
+            what = f"tool '{dup_path[1]}' is registered twice (first at line {first})"
+            fix = "keep one entry per tool name"
+        else:
+            what = f"duplicate key '{'.'.join(dup_path)}' (first at line {first})"
+            fix = "YAML keeps only the last value: merge the two into one"
+        registry.error = ConfigError(meta_path, again, what, fix)
+        return registry
     unknown = sorted(set(map(str, doc.data)) - {"tools"})
     if unknown:
         registry.error = ConfigError(
@@ -242,7 +295,12 @@ def load_registry(meta_path: Path) -> Registry:
             "meta.yaml has one key: 'tools'",
         )
         return registry
-    tools = doc.data.get("tools")
+    if "tools" not in doc.data:
+        registry.error = ConfigError(
+            meta_path, 1, "meta.yaml has no 'tools' key", "write:\n  " + example
+        )
+        return registry
+    tools = doc.data["tools"]
     if not isinstance(tools, dict):
         registry.error = ConfigError(
             meta_path,
@@ -254,6 +312,7 @@ def load_registry(meta_path: Path) -> Registry:
     for name, spec in tools.items():
         name = str(name)
         try:
+            _check_tool_name(name, doc)
             registry.tools[name] = _parse_tool(name, spec, doc, repo_root)
         except ConfigError as exc:
             registry.tool_errors[name] = exc

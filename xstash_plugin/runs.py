@@ -77,3 +77,55 @@ def tail_lines(path: Path, count: int, max_bytes: int = 256 * 1024) -> tuple[lis
         lines = lines[1:]  # the first one is probably a partial line
     cut = size > max_bytes or len(lines) > count
     return lines[-count:], cut
+
+
+DEPENDENCY_FILES = ("pyproject.toml", "requirements.txt", "uv.lock")
+
+
+def dependency_hash(tool_dir: Path) -> str | None:
+    """Hash of the tool's dependency spec and local lock, if any (None when it has none)."""
+    digest = hashlib.sha256()
+    found = False
+    for name in DEPENDENCY_FILES:
+        path = tool_dir / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16] if found else None
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """The commit of the repository holding ``folder`` and whether ``folder`` has changes."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(
+                ["git", "-C", str(folder), *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def python_version_of(python: str) -> str | None:
+    """A venv interpreter's version from its pyvenv.cfg, without starting it."""
+    cfg = Path(python).parent.parent / "pyvenv.cfg"
+    try:
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                return value.strip()
+    except OSError:
+        return None
+    return None

@@ -6,45 +6,32 @@ here, and every problem of a file is reported at once with its line and a fix.
 
 from __future__ import annotations
 
+import datetime
 import re
+import textwrap
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .durations import DURATION_HELP, parse_duration
 from .errors import ConfigError, ConfigErrors
-from .registry import Registry, Tool
+from .registry import RESERVED_TAGS, Registry, Tool
+from .results import Expectation, parse_expectations
 from .suggest import did_you_mean
 from .yamlio import YamlDoc, load_yaml_file
 
 # Orchestrator fields: never part of the tool's config.
 ORCHESTRATOR_KEYS = ("tool", "experiment", "description", "tags", "estimated_runtime", "xstash")
 # Keys of the `xstash:` block this version implements, with their meaning (for hints).
-XSTASH_KEYS: dict[str, str] = {}
+XSTASH_KEYS: dict[str, str] = {
+    "metrics": "file in the run directory the tool writes its metrics to (default metrics.json)",
+    "expect": "metric name -> expectation ('>= 0.9', {ref: 0.31, tol: 0.05}, ...)",
+}
 # Keys of the product contract that a later version adds; named so the error can say so.
-XSTASH_PLANNED = ("timeout", "sweep", "metrics", "expect", "launcher", "resources", "inputs")
+XSTASH_PLANNED = ("timeout", "sweep", "launcher", "resources", "inputs")
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-# Tags become markers: these names would change what pytest does with the item.
-RESERVED_TAGS = frozenset(
-    {
-        "skip",
-        "skipif",
-        "xfail",
-        "parametrize",
-        "usefixtures",
-        "filterwarnings",
-        "tryfirst",
-        "trylast",
-        "and",
-        "or",
-        "not",
-        "True",
-        "False",
-        "None",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -60,15 +47,23 @@ class Experiment:
     estimated_runtime: str | None
     estimated_seconds: float | None
     payload: dict[str, Any]  # the tool's view: orchestrator fields removed
+    metrics_file: str | None = None  # declared in xstash.metrics (then it must exist)
+    expectations: tuple[Expectation, ...] = ()
 
     @property
     def folder(self) -> Path:
         return self.config_path.parent
 
 
+def _first_line(exc: Exception) -> str:
+    """OmegaConf's message without the ``full_key: ... object_type=...`` lines it appends."""
+    text = str(getattr(exc, "msg", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigError]:
     """Resolve every ``${...}`` the orchestrator can judge; report the ones that cannot resolve."""
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, grammar_parser
     from omegaconf.errors import (
         GrammarParseError,
         InterpolationKeyError,
@@ -77,30 +72,57 @@ def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigE
     )
 
     strings: list[tuple[tuple[str, ...], str]] = []
+    errors: list[ConfigError] = []
 
-    def collect(value: Any, path: tuple[str, ...]) -> None:
+    def clean(value: Any, path: tuple[str, ...], resolve: bool) -> Any:
+        """A copy of ``value`` with malformed interpolations reported and blanked out."""
         if isinstance(value, dict):
-            for key, sub in value.items():
-                if path == () and key == "hydra":
-                    continue  # Hydra's own settings resolve inside the tool
-                collect(sub, (*path, str(key)))
-        elif isinstance(value, list):
-            for index, sub in enumerate(value):
-                collect(sub, (*path, str(index)))
-        elif isinstance(value, str) and "${" in value:
-            strings.append((path, value))
+            return {
+                key: clean(sub, (*path, str(key)), resolve and not (path == () and key == "hydra"))
+                for key, sub in value.items()
+            }
+        if isinstance(value, list):
+            return [clean(sub, (*path, str(i)), resolve) for i, sub in enumerate(value)]
+        if isinstance(value, datetime.date):
+            return value.isoformat()  # a YAML date; OmegaConf (and so the tool) reads a string
+        if isinstance(value, str) and "${" in value:
+            try:
+                grammar_parser.parse(value)
+            except GrammarParseError as exc:
+                errors.append(
+                    ConfigError(
+                        doc.path,
+                        doc.line(*path),
+                        f"interpolation {value!r} at '{'.'.join(path)}' is malformed: "
+                        f"{_first_line(exc)}",
+                        "write interpolations as ${key.path} or ${resolver:args}; "
+                        "escape a literal '${' as '\\${'",
+                    )
+                )
+                return ""
+            if resolve:  # Hydra's own settings (the `hydra:` block) resolve inside the tool
+                strings.append((path, value))
+        return value
 
-    collect(payload, ())
+    checked = clean(payload, (), True)
     if not strings:
-        return []
+        return errors
     # Keys composed in from the tool's config groups are unknown here; a missing key is only
     # an error when the experiment composes nothing.
     composes = "defaults" in payload
-    errors: list[ConfigError] = []
     try:
-        cfg = OmegaConf.create(payload)
+        cfg = OmegaConf.create(checked)
     except OmegaConfBaseException as exc:
-        return [ConfigError(doc.path, 1, f"config cannot be loaded by OmegaConf: {exc}")]
+        return [
+            *errors,
+            ConfigError(
+                doc.path,
+                1,
+                f"config cannot be loaded by OmegaConf: {_first_line(exc)}",
+                "keys must be strings or numbers (not null or lists), values plain YAML "
+                "scalars, lists or mappings",
+            ),
+        ]
     for path, raw in strings:
         node: Any = cfg
         try:
@@ -116,7 +138,7 @@ def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigE
                     doc.path,
                     doc.line(*path),
                     f"interpolation {raw!r} at '{'.'.join(path)}' cannot resolve: "
-                    f"{exc.msg if hasattr(exc, 'msg') else exc}",
+                    f"{_first_line(exc)}",
                     "point it at a key that exists in this config (interpolations are "
                     "absolute, e.g. ${params.lr})",
                 )
@@ -126,7 +148,7 @@ def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigE
                 ConfigError(
                     doc.path,
                     doc.line(*path),
-                    f"interpolation {raw!r} at '{'.'.join(path)}' is malformed: {exc.msg}",
+                    f"interpolation {raw!r} at '{'.'.join(path)}' is malformed: {_first_line(exc)}",
                     "write interpolations as ${key.path} or ${resolver:args}",
                 )
             )
@@ -172,7 +194,7 @@ def _check_tool(
                 doc.path,
                 doc.line("tool"),
                 "the tool registry is broken, so no experiment can be checked",
-                f"fix meta.yaml first:\n    {registry.error.render()}",
+                "correct meta.yaml first:\n" + textwrap.indent(registry.error.render(), "    "),
             )
         )
         return None
@@ -206,7 +228,8 @@ def _check_tool(
                 doc.path,
                 line,
                 f"tool '{tool}' is misconfigured in meta.yaml",
-                registry.tool_errors[tool].render(),
+                "correct its entry in meta.yaml:\n"
+                + textwrap.indent(registry.tool_errors[tool].render(), "    "),
             )
         )
         return None
@@ -304,10 +327,34 @@ def _check_meta_fields(
     return description, tuple(clean), estimate, seconds
 
 
-def _check_xstash_block(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]) -> None:
+def _check_metrics_file(doc: YamlDoc, value: Any, errors: list[ConfigError]) -> str | None:
+    line = doc.line("xstash", "metrics")
+    fix = "give a path relative to the run directory ending in .json, .yaml or .yml"
+    if not isinstance(value, str) or not value.strip():
+        errors.append(ConfigError(doc.path, line, "'xstash.metrics' must be a file name", fix))
+        return None
+    rel = PurePosixPath(value)
+    if rel.is_absolute() or ".." in rel.parts:
+        errors.append(
+            ConfigError(doc.path, line, f"metrics file {value!r} is outside the run directory", fix)
+        )
+        return None
+    if rel.suffix not in (".json", ".yaml", ".yml"):
+        errors.append(
+            ConfigError(doc.path, line, f"metrics file {value!r} is not JSON or YAML", fix)
+        )
+        return None
+    return value
+
+
+def _check_xstash_block(
+    doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]
+) -> tuple[str | None, tuple[Expectation, ...]]:
     block = data.get("xstash")
+    metrics_file: str | None = None
+    expectations: tuple[Expectation, ...] = ()
     if block is None:
-        return
+        return metrics_file, expectations
     if not isinstance(block, dict):
         errors.append(
             ConfigError(
@@ -317,10 +364,16 @@ def _check_xstash_block(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigE
                 "write: xstash: {key: value}",
             )
         )
-        return
+        return metrics_file, expectations
     for key in map(str, block):
         line = doc.line("xstash", key)
-        if key in XSTASH_KEYS:
+        if key == "metrics":
+            metrics_file = _check_metrics_file(doc, block[key], errors)
+            continue
+        if key == "expect":
+            found, problems = parse_expectations(block[key], doc)
+            expectations = tuple(found)
+            errors.extend(problems)
             continue
         if key in XSTASH_PLANNED:
             errors.append(
@@ -341,6 +394,11 @@ def _check_xstash_block(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigE
                     "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
                 )
             )
+    return metrics_file, expectations
+
+
+# What a YAML top level that is not a mapping is, in the words of a YAML file's author.
+_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
 def load_experiment(path: Path, registry: Registry) -> Experiment:
@@ -364,7 +422,7 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
                 ConfigError(
                     path,
                     1,
-                    f"the top level must be a mapping, not a {type(data).__name__}",
+                    f"the top level must be a mapping, not {_KINDS.get(type(data), 'a value')}",
                     "write 'key: value' lines, starting with 'tool:' and 'experiment:'",
                 )
             ]
@@ -382,7 +440,7 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
     tool = _check_tool(doc, data, registry, errors)
     name = _check_name(doc, data, errors)
     description, tags, estimate, seconds = _check_meta_fields(doc, data, errors)
-    _check_xstash_block(doc, data, errors)
+    metrics_file, expectations = _check_xstash_block(doc, data, errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
@@ -399,4 +457,6 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
         estimated_runtime=estimate,
         estimated_seconds=seconds,
         payload=payload,
+        metrics_file=metrics_file,
+        expectations=expectations,
     )

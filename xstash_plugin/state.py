@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,9 @@ class State:
     roots: dict[Path, Path | None] = field(default_factory=dict)
     names: dict[str, Path] = field(default_factory=dict)
     markers: set[str] = field(default_factory=set)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tool folder
+    rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
+    report_path: Path | None = None
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""

@@ -81,7 +81,11 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or "invalid YAML"
         if exc.context:
-            problem = f"{exc.context}, {problem}"
+            context = exc.context
+            start = exc.context_mark
+            if start is not None and line is not None and start.line + 1 != line:
+                context += f" started at line {start.line + 1}"  # e.g. an unclosed bracket
+            problem = f"{context}, {problem}"
         raise ConfigError(
             path,
             line,

@@ -1,0 +1,138 @@
+"""Results as people read them: the end-of-session table and report files (csv, json, md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .durations import format_duration
+
+REPORT_SUFFIXES = (".csv", ".json", ".md")
+TERMINAL_METRICS = 4
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def metric_columns(rows: list[dict[str, Any]], limit: int | None = None) -> list[str]:
+    """Metric names in a stable order: those with expectations first, then the others."""
+    expected: list[str] = []
+    other: list[str] = []
+    for row in rows:
+        for verdict in row.get("verdicts", []):
+            if verdict["metric"] not in expected:
+                expected.append(verdict["metric"])
+        for name in flatten(row.get("metrics") or {}):
+            if name not in other:
+                other.append(name)
+    columns = expected + [name for name in other if name not in expected]
+    return columns[:limit] if limit is not None else columns
+
+
+def _value(row: dict[str, Any], metric: str) -> Any:
+    return flatten(row.get("metrics") or {}).get(metric)
+
+
+def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str], list[list[str]]]:
+    metrics = metric_columns(rows, limit)
+    header = ["experiment", "tool", "status", "duration", "estimate", *metrics]
+    body = []
+    for row in rows:
+        duration = row.get("duration")
+        body.append(
+            [
+                row["id"],
+                row["tool"],
+                row["status"],
+                "" if duration is None else format_duration(float(duration)),
+                row.get("estimated_runtime") or "",
+                *(fmt(_value(row, m)) for m in metrics),
+            ]
+        )
+    return header, body
+
+
+def text_table(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *body]
+    ]
+
+
+def slow_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """Experiments that took more than twice their estimated_runtime."""
+    lines = []
+    for row in rows:
+        estimate, duration = row.get("estimated_seconds"), row.get("duration")
+        if estimate and duration is not None and duration > 2 * estimate:
+            lines.append(
+                f"{row['id']} took {format_duration(duration)}, more than twice its "
+                f"estimated_runtime {row.get('estimated_runtime')}: update the estimate"
+            )
+    return lines
+
+
+def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    metrics = metric_columns(rows)
+    fields = [
+        "id",
+        "experiment",
+        "config",
+        "tool",
+        "status",
+        "duration",
+        "estimated_runtime",
+        "exit_code",
+        *metrics,
+        "run_dir",
+    ]
+    out = []
+    for row in rows:
+        flat = {key: row.get(key) for key in fields if key not in metrics}
+        flat.update({m: _value(row, m) for m in metrics})
+        out.append(flat)
+    return fields, out
+
+
+def render(path: Path, rows: list[dict[str, Any]]) -> str:
+    """The report for ``rows`` in the format given by ``path``'s suffix."""
+    fields, flat = _flat_records(rows)
+    if path.suffix == ".json":
+        return json.dumps(rows, indent=2, default=str, ensure_ascii=False) + "\n"
+    if path.suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for record in flat:
+            writer.writerow({k: fmt(v) for k, v in record.items()})
+        return buffer.getvalue()
+    lines = ["| " + " | ".join(fields) + " |", "|" + "|".join(" --- " for _ in fields) + "|"]
+    for record in flat:
+        cells = [fmt(record.get(f)).replace("|", "\\|") for f in fields]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
