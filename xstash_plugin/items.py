@@ -202,13 +202,13 @@ class ExperimentItem(pytest.Item):
             run_dir=run_dir,
             live=state.live,
         )
-        try:
-            result = run_local(request)
-        except BaseException:
+
+        def interrupted() -> None:
             record.update(status="interrupted", ended=time.time())
             self.result_row.update(status="interrupted")
             write_record(run_dir, record)
-            raise
+
+        result = run_local(request, on_interrupt=interrupted)
         self._finish(request, result, record)
 
     def _judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:

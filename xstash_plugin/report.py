@@ -59,7 +59,8 @@ def _value(row: dict[str, Any], metric: str) -> Any:
 
 def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str], list[list[str]]]:
     metrics = metric_columns(rows, limit)
-    header = ["experiment", "tool", "status", "duration", "estimate", *metrics]
+    fixed = ("experiment", "tool", "status", "duration", "estimate")
+    header = [*fixed, *(column_name(m, fixed) for m in metrics)]
     body = []
     for row in rows:
         duration = row.get("duration")
@@ -97,24 +98,30 @@ def slow_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+FIXED_COLUMNS = (
+    "id",
+    "experiment",
+    "config",
+    "tool",
+    "status",
+    "duration",
+    "estimated_runtime",
+    "exit_code",
+)
+
+
+def column_name(metric: str, fixed: tuple[str, ...] = FIXED_COLUMNS) -> str:
+    """A metric's column; ``metrics.<name>`` where the name is taken by a fixed column."""
+    return f"metrics.{metric}" if metric in (*fixed, "run_dir") else metric
+
+
 def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     metrics = metric_columns(rows)
-    fields = [
-        "id",
-        "experiment",
-        "config",
-        "tool",
-        "status",
-        "duration",
-        "estimated_runtime",
-        "exit_code",
-        *metrics,
-        "run_dir",
-    ]
+    fields = [*FIXED_COLUMNS, *(column_name(m) for m in metrics), "run_dir"]
     out = []
     for row in rows:
-        flat = {key: row.get(key) for key in fields if key not in metrics}
-        flat.update({m: _value(row, m) for m in metrics})
+        flat = {key: row.get(key) for key in (*FIXED_COLUMNS, "run_dir")}
+        flat.update({column_name(m): _value(row, m) for m in metrics})
         out.append(flat)
     return fields, out
 

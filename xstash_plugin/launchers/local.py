@@ -9,11 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-GRACE_SECONDS = 5.0
+# Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
+# Ctrl-C (execnet interrupts it after 5 s): the tool's grace period must end well before that.
+GRACE_SECONDS = 3.0
 _CHUNK = 64 * 1024
 
 
@@ -70,15 +73,22 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> No
         os.killpg(proc.pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
-    with contextlib.suppress(subprocess.TimeoutExpired):
+    try:
         proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # a second Ctrl-C during the grace period must not spare the tool
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-def run_local(request: RunRequest) -> RunResult:
-    """Start the tool, wait for it, and return how it ended; Ctrl-C kills its process tree."""
+def run_local(request: RunRequest, on_interrupt: Callable[[], None] | None = None) -> RunResult:
+    """Start the tool, wait for it, and return how it ended.
+
+    Ctrl-C (or any exception while waiting) calls ``on_interrupt`` first, so the run record
+    says so before anything else can go wrong, then kills the tool's process tree.
+    """
     with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
         started = time.time()
         proc = subprocess.Popen(
@@ -106,7 +116,11 @@ def run_local(request: RunRequest) -> RunResult:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         except BaseException:
-            kill_tree(proc)
+            try:
+                if on_interrupt is not None:
+                    on_interrupt()
+            finally:
+                kill_tree(proc)
             raise
         finally:
             for thread in threads:
