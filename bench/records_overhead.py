@@ -1,6 +1,8 @@
 """What run records, metrics, expectations and reports cost per experiment.
 
-Builds 50 trivial experiments of one real Hydra tool in a temp folder, then runs
+Builds 50 trivial experiments in a temp folder (by default of a plain-Python tool that only
+writes metrics.json, so the tool's own start-up hides as little of the overhead as possible;
+``--tool hydra`` uses a real Hydra tool instead), then runs
 ``pytest -p no:xdist`` over them alternately:
   * "full": everything on (xstash.json written at start and end, provenance, metrics read,
     expectations judged, JUnit properties, terminal table, ``--xstash-report results.md``);
@@ -8,7 +10,7 @@ Builds 50 trivial experiments of one real Hydra tool in a temp folder, then runs
     no-ops (a conftest.py patches them when XSTASH_BENCH_BARE=1).
 Prints the median wall time of each and the ratio full/bare.
 
-    python bench/records_overhead.py [--n 50] [--repeats 5]
+    python bench/records_overhead.py [--n 50] [--repeats 5] [--tool plain|hydra]
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ if __name__ == "__main__":
     main()
 """
 
+PLAIN_TOOL = """\
+import json, os, sys
+run_dir = next(a for a in sys.argv if a.startswith("hydra.run.dir=")).split("=", 1)[1]
+with open(os.path.join(run_dir.strip("'"), "metrics.json"), "w") as f:
+    json.dump({"accuracy": 0.95, "loss": 0.1}, f)
+"""
+
 BARE_CONFTEST = """\
 import os
 if os.environ.get("XSTASH_BENCH_BARE"):
@@ -51,21 +60,25 @@ if os.environ.get("XSTASH_BENCH_BARE"):
 """
 
 
-def build(root: Path, n: int) -> None:
-    uv, env = find_uv(), uv_environ()
-    venv = root / "hydra-venv"
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True, env=env)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin/python"), "hydra-core==1.3.8"],
-        check=True,
-        env=env,
-    )
+def build(root: Path, n: int, tool: str = "plain") -> None:
+    python = sys.executable
+    if tool == "hydra":
+        uv, env = find_uv(), uv_environ()
+        venv = root / "hydra-venv"
+        subprocess.run(
+            [uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True, env=env
+        )
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(venv / "bin/python"), "hydra-core==1.3.8"],
+            check=True,
+            env=env,
+        )
+        python = str(venv / "bin/python")
     (root / "tools/t/src").mkdir(parents=True)
-    (root / "tools/t/src/main.py").write_text(TOOL)
+    (root / "tools/t/src/main.py").write_text(TOOL if tool == "hydra" else PLAIN_TOOL)
     (root / "configs").mkdir()
     (root / "configs/meta.yaml").write_text(
-        f"tools:\n  t:\n    path: tools/t\n    entrypoint: src/main.py\n"
-        f"    env: {venv / 'bin/python'}\n"
+        f"tools:\n  t:\n    path: tools/t\n    entrypoint: src/main.py\n    env: {python}\n"
     )
     for i in range(n):
         (root / f"configs/e{i:03d}.yaml").write_text(
@@ -105,17 +118,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tool", choices=["plain", "hydra"], default="plain")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        build(root, args.n)
+        build(root, args.n, args.tool)
         run(root, bare=False)  # warm-up: imports, page cache
         full, bare = [], []
         for _ in range(args.repeats):
             full.append(run(root, bare=False))
             bare.append(run(root, bare=True))
     f, b = statistics.median(full), statistics.median(bare)
-    print(f"{args.n} experiments, {args.repeats} alternating runs each (pytest -p no:xdist)")
+    print(
+        f"{args.n} experiments of a {args.tool} tool, {args.repeats} alternating runs each "
+        "(pytest -p no:xdist)"
+    )
     print(
         f"full (records, metrics, expectations, report, junit): median {f:.2f}s "
         f"= {1000 * f / args.n:.1f} ms/experiment"

@@ -192,6 +192,10 @@ class ExperimentItem(pytest.Item):
             record.update(status="error", error=str(exc), ended=time.time())
             write_record(run_dir, record)
             raise RunFailed(f"tool '{tool.name}': {exc}\nrun directory: {run_dir}") from None
+        except BaseException:  # Ctrl-C while uv works: the record must not stay 'running'
+            record.update(status="interrupted", ended=time.time())
+            write_record(run_dir, record)
+            raise
         argv = build_argv(python, experiment, config_dir, run_dir)
         record.update(argv=list(argv), **self._provenance(python))
         write_record(run_dir, record)
