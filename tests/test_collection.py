@@ -363,11 +363,11 @@ def test_every_problem_of_a_file_is_reported_at_once(repo: Project) -> None:
             id="planned-timeout",
         ),
         pytest.param(
-            "xstash:\n  sweep: {lr: [1, 2]}",
+            "xstash:\n  inputs: [data]",
             4,
-            ("'xstash.sweep' is not supported by this version of xstash yet",),
+            ("'xstash.inputs' is not supported by this version of xstash yet",),
             "remove it for now",
-            id="planned-sweep",
+            id="planned-inputs",
         ),
         pytest.param(
             "xstash: [timeout]", 3, ("'xstash' must be a mapping",), "xstash: {", id="not-mapping"

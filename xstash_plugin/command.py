@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +12,12 @@ from .runs import CONFIG_NAME
 from .spec import Experiment
 
 _PLAIN = re.compile(r"[A-Za-z0-9_/.\-+:@%~]+")
+_DICT_KEY = re.compile(r"[A-Za-z_][\w-]*")
 
 
-def hydra_quote(value: str) -> str:
-    """Quote ``value`` for Hydra's override grammar so it arrives as exactly this string.
-
-    Inside a quoted string Hydra unescapes only backslashes that precede the closing quote or
-    a quote character; everything else (``,``, ``=``, ``$``, brackets, spaces) is literal.
-    """
-    if _PLAIN.fullmatch(value):
-        return value
+def _quoted(value: str) -> str:
+    # Inside a quoted string Hydra unescapes only backslashes that precede a quote (or the
+    # closing quote); everything else (`,`, `=`, `$`, brackets, spaces, newlines) is literal.
     out: list[str] = []
     backslashes = 0
     for char in value:
@@ -35,10 +33,62 @@ def hydra_quote(value: str) -> str:
     return "'" + "".join(out) + "'"
 
 
+def hydra_quote(value: str) -> str:
+    """A path or name for Hydra's override grammar: bare when plain, else quoted."""
+    return value if _PLAIN.fullmatch(value) else _quoted(value)
+
+
+def override_value(value: Any) -> str:
+    """``value`` (as YAML loaded it) in Hydra's override grammar, so the tool gets exactly it.
+
+    Strings are always quoted, so ``'true'``, ``'1.5'``, ``'a,b'`` or ``'$(cmd)'`` stay strings;
+    numbers, booleans and null stay typed; lists and mappings are written element by element.
+    Raises ``ValueError`` for what Hydra's grammar cannot express (e.g. a mapping key that is
+    not a plain name).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _quoted(value)
+    if isinstance(value, list):
+        return "[" + ",".join(override_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        parts = []
+        for key, item in value.items():
+            if not isinstance(key, str) or not _DICT_KEY.fullmatch(key):
+                raise ValueError(f"mapping key {key!r} cannot be written as a Hydra override")
+            parts.append(f"{key}:{override_value(item)}")
+        return "{" + ",".join(parts) + "}"
+    raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as a Hydra override")
+
+
+def overrides_for(pairs: Sequence[tuple[str, Any]]) -> list[str]:
+    """``key=value`` override strings; a later pair for the same key replaces an earlier one."""
+    merged: dict[str, Any] = {}
+    for key, value in pairs:
+        merged.pop(key, None)
+        merged[key] = value
+    return [f"{key}={override_value(value)}" for key, value in merged.items()]
+
+
 def build_argv(
-    python: str, experiment: Experiment, config_dir: Path, run_dir: Path
+    python: str,
+    experiment: Experiment,
+    config_dir: Path,
+    run_dir: Path,
+    overrides: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """``<python> <entrypoint> --config-dir ... --config-name ... hydra.run.dir=...``."""
+    """``<python> <entrypoint> --config-dir .. --config-name .. hydra.run.dir=.. <overrides>``."""
     searchpath = [f"file://{experiment.folder}"]
     hydra_block: Any = experiment.payload.get("hydra")
     if isinstance(hydra_block, dict) and isinstance(hydra_block.get("searchpath"), list):
@@ -53,4 +103,5 @@ def build_argv(
         f"hydra.run.dir={hydra_quote(str(run_dir))}",
         f"hydra.job.name={experiment.name}",
         "hydra.searchpath=[" + ",".join(hydra_quote(p) for p in searchpath) + "]",
+        *overrides,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .command import build_argv
+from .command import build_argv, overrides_for
 from .durations import format_duration
 from .envs import uv_version, venv_python
 from .errors import ConfigError, ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
@@ -33,6 +33,7 @@ from .runs import (
 )
 from .spec import Experiment, load_experiment
 from .state import get_state
+from .sweeps import Point, point_labels
 
 STDERR_TAIL = 40
 SECTION_TAIL = 200
@@ -61,7 +62,14 @@ class ExperimentFile(pytest.File):
                     "name is easier to tell apart"
                 )
             )
-        yield ExperimentItem.from_parent(self, name=experiment.name, experiment=experiment)
+        if not experiment.points:
+            yield ExperimentItem.from_parent(self, name=experiment.name, experiment=experiment)
+            return
+        labels = point_labels(list(experiment.points))
+        for point, label in zip(experiment.points, labels, strict=True):
+            yield ExperimentItem.from_parent(
+                self, name=f"{experiment.name}[{label}]", experiment=experiment, point=point
+            )
 
 
 def _signal_name(returncode: int) -> str:
@@ -80,10 +88,13 @@ def describe_exit(returncode: int) -> str:
 class ExperimentItem(pytest.Item):
     """One experiment: running it runs the tool; a non-zero exit fails it."""
 
-    def __init__(self, *, experiment: Experiment, **kwargs: Any) -> None:
+    def __init__(self, *, experiment: Experiment, point: Point = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
+        self.point = point
         state = get_state(self.config)
+        # Sweep point first, then --xstash-override: the command line has the last word.
+        self.overrides = overrides_for([*point, *state.overrides])
         state.register_marker(experiment.tool.name, f"experiments of tool {experiment.tool.name}")
         self.add_marker(experiment.tool.name)
         for tag in experiment.tags:
@@ -97,6 +108,8 @@ class ExperimentItem(pytest.Item):
             "config": self.config_relpath.as_posix(),
             "tool": experiment.tool.name,
             "tags": list(experiment.tags),
+            "point": {key: value for key, value in point},
+            "overrides": list(self.overrides),
             "status": "not run",
             "estimated_runtime": experiment.estimated_runtime,
             "estimated_seconds": experiment.estimated_seconds,
@@ -114,6 +127,8 @@ class ExperimentItem(pytest.Item):
                 ("tags", ",".join(experiment.tags)),
                 ("description", experiment.description),
                 ("estimated_runtime", experiment.estimated_runtime or ""),
+                *((f"sweep.{key}", fmt(value)) for key, value in point),
+                *((("overrides", " ".join(self.overrides)),) if self.overrides else ()),
             ]
         )
 
@@ -157,7 +172,7 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         experiment = self.experiment
         tool = experiment.tool
-        key = content_key(experiment.payload)
+        key = content_key({"config": experiment.payload, "overrides": self.overrides})
         self.result_row.update(status="error")
         try:
             run_dir = new_run_dir(state.output_root, self.config_relpath, key)
@@ -177,6 +192,8 @@ class ExperimentItem(pytest.Item):
             "config": self.config_relpath.as_posix(),
             "nodeid": self.nodeid,
             "config_key": key,
+            "point": {k: v for k, v in self.point} or None,
+            "overrides": list(self.overrides),
             "tool": tool.name,
             "tool_path": str(tool.path),
             "cwd": str(tool.path),
@@ -196,7 +213,7 @@ class ExperimentItem(pytest.Item):
             record.update(status="interrupted", ended=time.time())
             write_record(run_dir, record)
             raise
-        argv = build_argv(python, experiment, config_dir, run_dir)
+        argv = build_argv(python, experiment, config_dir, run_dir, self.overrides)
         record.update(argv=list(argv), **self._provenance(python))
         write_record(run_dir, record)
         request = RunRequest(

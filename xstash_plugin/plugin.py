@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from .command import override_value
 from .items import ExperimentFile, ExperimentItem
 from .registry import META_NAME
 from .report import (
@@ -20,7 +22,13 @@ from .report import (
     text_table,
 )
 from .state import OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
+from .sweeps import KEY_HELP, OVERRIDE_KEY
 
+OVERRIDE_HELP = (
+    "a Hydra override applied to every selected experiment (repeatable), e.g. "
+    "trainer.max_epochs=1; VALUE is read as YAML (1 is a number, abc or 'a,b' a string, "
+    "[1,2] a list, null) and reaches the tool as exactly that value"
+)
 REPORT_HELP = (
     "write the results (one row per experiment, one column per metric, the run directory) "
     "to PATH; the suffix chooses the format: .csv, .json or .md"
@@ -41,12 +49,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--xstash-report", dest="xstash_report", default=None, metavar="PATH", help=REPORT_HELP
     )
+    group.addoption(
+        "--xstash-override",
+        dest="xstash_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=OVERRIDE_HELP,
+    )
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     state = make_state(config)
     config.stash[STATE_KEY] = state
+    state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
     report: str | None = config.getoption("xstash_report")
     if report:
         path = config.invocation_params.dir / report
@@ -60,6 +77,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Results(state), "xstash-results")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "xstash-xdist")
+
+
+def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``--xstash-override KEY=VALUE`` options as (key, YAML value) pairs; UsageError if bad."""
+    pairs = []
+    for item in raw:
+        key, sep, text = item.partition("=")
+        if not sep or not OVERRIDE_KEY.fullmatch(key):
+            raise pytest.UsageError(
+                f"--xstash-override {item!r}: write KEY=VALUE where KEY is {KEY_HELP}"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text  # not YAML: the text itself, as a string
+        try:
+            override_value(value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--xstash-override {item!r}: {exc}") from None
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 class XdistHooks:
@@ -95,6 +133,14 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Identical on every xdist worker: lets the controller show results in collection order.
+    for index, item in enumerate(items):
+        if isinstance(item, ExperimentItem):
+            item.result_row["order"] = index
+
+
 class Results:
     """Gathers every experiment's result row (from local or xdist workers' reports) and
     reports them at the end: the terminal table and the ``--xstash-report`` file."""
@@ -108,7 +154,7 @@ class Results:
             self.state.rows.append(row)
 
     def sorted_rows(self) -> list[dict[str, Any]]:
-        return sorted(self.state.rows, key=lambda r: str(r["id"]))
+        return sorted(self.state.rows, key=lambda r: (r.get("order", 0), str(r["id"])))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         rows = self.sorted_rows()

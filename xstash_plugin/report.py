@@ -53,6 +53,16 @@ def metric_columns(rows: list[dict[str, Any]], limit: int | None = None) -> list
     return columns[:limit] if limit is not None else columns
 
 
+def sweep_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The swept keys of all rows, in the order they first appear."""
+    keys: list[str] = []
+    for row in rows:
+        for key in row.get("point") or {}:
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
 def _value(row: dict[str, Any], metric: str) -> Any:
     return flatten(row.get("metrics") or {}).get(metric)
 
@@ -60,7 +70,8 @@ def _value(row: dict[str, Any], metric: str) -> Any:
 def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str], list[list[str]]]:
     metrics = metric_columns(rows, limit)
     fixed = ("experiment", "tool", "status", "duration", "estimate")
-    header = [*fixed, *(column_name(m, fixed) for m in metrics)]
+    swept = sweep_columns(rows)
+    header = [*fixed, *swept, *(column_name(m, (*fixed, *swept)) for m in metrics)]
     body = []
     for row in rows:
         duration = row.get("duration")
@@ -71,6 +82,7 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
                 row["status"],
                 "" if duration is None else format_duration(float(duration)),
                 row.get("estimated_runtime") or "",
+                *(fmt((row.get("point") or {}).get(k)) for k in swept),
                 *(fmt(_value(row, m)) for m in metrics),
             ]
         )
@@ -117,11 +129,18 @@ def column_name(metric: str, fixed: tuple[str, ...] = FIXED_COLUMNS) -> str:
 
 def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     metrics = metric_columns(rows)
-    fields = [*FIXED_COLUMNS, *(column_name(m) for m in metrics), "run_dir"]
+    swept = [column_name(k) for k in sweep_columns(rows)]
+    taken = (*FIXED_COLUMNS, *swept)
+    extra = ["overrides"] if any(row.get("overrides") for row in rows) else []
+    fields = [*FIXED_COLUMNS, *swept, *(column_name(m, taken) for m in metrics), *extra, "run_dir"]
     out = []
     for row in rows:
         flat = {key: row.get(key) for key in (*FIXED_COLUMNS, "run_dir")}
-        flat.update({column_name(m): _value(row, m) for m in metrics})
+        point = row.get("point") or {}
+        flat.update({column_name(k): point.get(k) for k in sweep_columns(rows)})
+        flat.update({column_name(m, taken): _value(row, m) for m in metrics})
+        if extra:
+            flat["overrides"] = " ".join(row.get("overrides") or [])
         out.append(flat)
     return fields, out
 

@@ -18,6 +18,7 @@ from .errors import ConfigError, ConfigErrors
 from .registry import RESERVED_TAGS, Registry, Tool
 from .results import Expectation, parse_expectations
 from .suggest import did_you_mean
+from .sweeps import Point, parse_sweep
 from .yamlio import YamlDoc, load_yaml_file
 
 # Orchestrator fields: never part of the tool's config.
@@ -26,9 +27,10 @@ ORCHESTRATOR_KEYS = ("tool", "experiment", "description", "tags", "estimated_run
 XSTASH_KEYS: dict[str, str] = {
     "metrics": "file in the run directory the tool writes its metrics to (default metrics.json)",
     "expect": "metric name -> expectation ('>= 0.9', {ref: 0.31, tol: 0.05}, ...)",
+    "sweep": "a grid {key: [values]} or a list of points [{key: value}]: one test per point",
 }
 # Keys of the product contract that a later version adds; named so the error can say so.
-XSTASH_PLANNED = ("timeout", "sweep", "launcher", "resources", "inputs")
+XSTASH_PLANNED = ("timeout", "launcher", "resources", "inputs")
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -49,6 +51,7 @@ class Experiment:
     payload: dict[str, Any]  # the tool's view: orchestrator fields removed
     metrics_file: str | None = None  # declared in xstash.metrics (then it must exist)
     expectations: tuple[Expectation, ...] = ()
+    points: tuple[Point, ...] = ()  # sweep points; empty: a single run
 
     @property
     def folder(self) -> Path:
@@ -347,14 +350,37 @@ def _check_metrics_file(doc: YamlDoc, value: Any, errors: list[ConfigError]) -> 
     return value
 
 
+def _check_points(doc: YamlDoc, block: Any, errors: list[ConfigError]) -> tuple[Point, ...]:
+    from .command import override_value
+
+    points, problems = parse_sweep(block, doc)
+    errors.extend(problems)
+    for point in points:
+        for key, value in point:
+            try:
+                override_value(value)
+            except ValueError as exc:
+                errors.append(
+                    ConfigError(
+                        doc.path,
+                        doc.line("xstash", "sweep", key),
+                        f"sweep value of '{key}': {exc}",
+                        "use plain names as mapping keys in swept values",
+                    )
+                )
+                return ()
+    return tuple(points)
+
+
 def _check_xstash_block(
     doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]
-) -> tuple[str | None, tuple[Expectation, ...]]:
+) -> tuple[str | None, tuple[Expectation, ...], tuple[Point, ...]]:
     block = data.get("xstash")
     metrics_file: str | None = None
     expectations: tuple[Expectation, ...] = ()
+    points: tuple[Point, ...] = ()
     if block is None:
-        return metrics_file, expectations
+        return metrics_file, expectations, points
     if not isinstance(block, dict):
         errors.append(
             ConfigError(
@@ -364,11 +390,14 @@ def _check_xstash_block(
                 "write: xstash: {key: value}",
             )
         )
-        return metrics_file, expectations
+        return metrics_file, expectations, points
     for key in map(str, block):
         line = doc.line("xstash", key)
         if key == "metrics":
             metrics_file = _check_metrics_file(doc, block[key], errors)
+            continue
+        if key == "sweep":
+            points = _check_points(doc, block[key], errors)
             continue
         if key == "expect":
             found, problems = parse_expectations(block[key], doc)
@@ -394,7 +423,7 @@ def _check_xstash_block(
                     "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
                 )
             )
-    return metrics_file, expectations
+    return metrics_file, expectations, points
 
 
 # What a YAML top level that is not a mapping is, in the words of a YAML file's author.
@@ -440,7 +469,7 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
     tool = _check_tool(doc, data, registry, errors)
     name = _check_name(doc, data, errors)
     description, tags, estimate, seconds = _check_meta_fields(doc, data, errors)
-    metrics_file, expectations = _check_xstash_block(doc, data, errors)
+    metrics_file, expectations, points = _check_xstash_block(doc, data, errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
@@ -459,4 +488,5 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
         payload=payload,
         metrics_file=metrics_file,
         expectations=expectations,
+        points=points,
     )

@@ -31,6 +31,7 @@ class State:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tool folder
     rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
     report_path: Path | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # --xstash-override, applied to every run
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
