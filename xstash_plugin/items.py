@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from .command import build_argv, overrides_for
+from .command import build_argv
 from .durations import format_duration
 from .envs import uv_version, venv_python
-from .errors import ConfigError, ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
+from .errors import EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
 from .report import flatten, fmt
 from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
@@ -31,7 +31,7 @@ from .runs import (
     write_record,
     write_tool_config,
 )
-from .spec import Experiment, load_experiment
+from .spec import Experiment
 from .state import get_state
 from .sweeps import Point, point_labels
 
@@ -46,13 +46,46 @@ class ExperimentFile(pytest.File):
         super().__init__(**kwargs)
         self.configs_root = configs_root
 
+    def start_compose(self) -> None:
+        """Submit the compose checks of this file's runs (``--xstash-compose``)."""
+        state = get_state(self.config)
+        assert state.compose is not None
+        try:
+            experiment = state.experiment(self.path, self.configs_root)
+        except XstashError:
+            return  # collect() reports it
+        for point in experiment.points or ((),):
+            state.compose.submit(experiment, state.point_overrides(point))
+
+    def _check_composed(self, experiment: Experiment, labels: list[str]) -> None:
+        state = get_state(self.config)
+        assert state.compose is not None
+        problems = []
+        for point, label in zip(experiment.points or ((),), labels, strict=True):
+            verdict = state.compose.submit(experiment, state.point_overrides(point)).result()
+            if not verdict.ok:
+                where = f" (sweep point {label})" if label else ""
+                problems.append(
+                    f"{self.path}:{experiment.line}: tool '{experiment.tool.name}' cannot "
+                    f"compose experiment '{experiment.name}'{where}:\n"
+                    + "\n".join("    " + line for line in verdict.message.splitlines())
+                )
+        if problems:
+            raise self.CollectError(
+                "\n".join(problems)
+                + "\n  fix: make the config match the tool's schema and config groups "
+                "(this check is --xstash-compose)"
+            )
+
     def collect(self) -> Iterator[ExperimentItem]:
         state = get_state(self.config)
-        registry = state.registry(self.configs_root)
         try:
-            experiment = load_experiment(self.path, registry)
-        except (ConfigError, ConfigErrors) as exc:
+            experiment = state.experiment(self.path, self.configs_root)
+        except XstashError as exc:
             raise self.CollectError(str(exc)) from None
+        labels = point_labels(list(experiment.points)) if experiment.points else [""]
+        if state.compose is not None:
+            self._check_composed(experiment, labels)
         first = state.names.setdefault(experiment.name, self.path)
         if first != self.path:
             self.warn(
@@ -65,7 +98,6 @@ class ExperimentFile(pytest.File):
         if not experiment.points:
             yield ExperimentItem.from_parent(self, name=experiment.name, experiment=experiment)
             return
-        labels = point_labels(list(experiment.points))
         for point, label in zip(experiment.points, labels, strict=True):
             yield ExperimentItem.from_parent(
                 self, name=f"{experiment.name}[{label}]", experiment=experiment, point=point
@@ -94,7 +126,7 @@ class ExperimentItem(pytest.Item):
         self.point = point
         state = get_state(self.config)
         # Sweep point first, then --xstash-override: the command line has the last word.
-        self.overrides = overrides_for([*point, *state.overrides])
+        self.overrides = state.point_overrides(point)
         state.register_marker(experiment.tool.name, f"experiments of tool {experiment.tool.name}")
         self.add_marker(experiment.tool.name)
         for tag in experiment.tags:

@@ -21,7 +21,7 @@ from .report import (
     table_rows,
     text_table,
 )
-from .state import OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
+from .state import COMPOSE_HELP, OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
 from .sweeps import KEY_HELP, OVERRIDE_KEY
 
 OVERRIDE_HELP = (
@@ -57,7 +57,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help=OVERRIDE_HELP,
     )
+    group.addoption(
+        "--xstash-compose",
+        dest="xstash_compose",
+        action="store_true",
+        default=False,
+        help=COMPOSE_HELP,
+    )
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
+    parser.addini("xstash_compose", COMPOSE_HELP, type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -119,7 +127,25 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Experiment
     if any(part.startswith("_") for part in file_path.relative_to(root).parts):
         return None  # shared Hydra fragments
     file: ExperimentFile = ExperimentFile.from_parent(parent, path=file_path, configs_root=root)
+    if state.compose is not None:
+        file.start_compose()  # every file of a folder starts before the first is judged
     return file
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    compose = get_state(config).compose
+    if compose is None:
+        return None
+    return (
+        f"xstash: --xstash-compose checked {compose.spawned + compose.cached} run(s): "
+        f"{compose.spawned} composed by their tools, {compose.cached} unchanged (cached)"
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.compose is not None:
+        state.compose.close()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,9 +9,19 @@ from typing import Any
 
 import pytest
 
+from .command import overrides_for
+from .compose import ComposeChecker
 from .envs import EnvManager
+from .errors import ConfigError, ConfigErrors, XstashError
 from .registry import META_NAME, Registry, load_registry
+from .spec import Experiment, load_experiment
+from .sweeps import Point
 
+COMPOSE_HELP = (
+    "also let each tool compose each experiment (and sweep point) at collection, without "
+    "running it (Hydra's --cfg job --resolve): unknown keys, missing group options and bad "
+    "interpolations become collection errors; verdicts are cached by content"
+)
 OUTPUT_ROOT_HELP = "folder for run directories (default: 'outputs' next to the pytest rootdir)"
 
 
@@ -32,6 +42,8 @@ class State:
     rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
     report_path: Path | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # --xstash-override, applied to every run
+    compose: ComposeChecker | None = None  # --xstash-compose
+    parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
@@ -58,6 +70,22 @@ class State:
         if root not in self.registries:
             self.registries[root] = load_registry(root / META_NAME)
         return self.registries[root]
+
+    def experiment(self, path: Path, root: Path) -> Experiment:
+        """The experiment in ``path``, parsed and checked once per session."""
+        if path not in self.parsed:
+            try:
+                self.parsed[path] = load_experiment(path, self.registry(root))
+            except (ConfigError, ConfigErrors) as exc:
+                self.parsed[path] = exc
+        found = self.parsed[path]
+        if isinstance(found, XstashError):
+            raise found
+        return found
+
+    def point_overrides(self, point: Point) -> list[str]:
+        """Override strings of a run: the sweep point, then --xstash-override (which wins)."""
+        return overrides_for([*point, *self.overrides])
 
     def register_marker(self, name: str, what: str) -> None:
         if name not in self.markers:
@@ -87,12 +115,15 @@ def make_state(config: pytest.Config) -> State:
     else:
         session_id = uuid.uuid4().hex
     output_root = resolve_output_root(config)
+    envs = EnvManager(output_root / ".xstash", session_id)
+    compose = config.getoption("xstash_compose") or config.getini("xstash_compose")
     return State(
         config=config,
         output_root=output_root,
         session_id=session_id,
         live=config.getoption("capture") == "no",
-        envs=EnvManager(output_root / ".xstash", session_id),
+        envs=envs,
+        compose=ComposeChecker(output_root / ".xstash", envs) if compose else None,
     )
 
 
