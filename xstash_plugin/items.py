@@ -248,7 +248,11 @@ class ExperimentItem(pytest.Item):
         argv = build_argv(python, experiment, config_dir, run_dir, self.overrides)
         record.update(argv=list(argv), **self._provenance(python))
         write_record(run_dir, record)
+        timeout, timeout_source = self.timeout()
+        record.update(timeout=timeout, timeout_source=timeout_source or None)
         request = RunRequest(
+            timeout=timeout,
+            grace=state.grace,
             argv=argv,
             cwd=tool.path,
             env=self._environment(python),
@@ -263,6 +267,13 @@ class ExperimentItem(pytest.Item):
 
         result = run_local(request, on_interrupt=interrupted)
         self._finish(request, result, record)
+
+    def timeout(self) -> tuple[float | None, str]:
+        """The run's time limit and where it comes from: the config's own, else the session's."""
+        if self.experiment.timeout is not None:
+            return self.experiment.timeout, f"xstash.timeout in {self.config_relpath}"
+        state = get_state(self.config)
+        return state.timeout, state.timeout_source
 
     def _judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:
         """Metrics, verdicts, and a problem with the metrics file (if any)."""
@@ -281,7 +292,7 @@ class ExperimentItem(pytest.Item):
         exited_ok = result.returncode == 0
         metrics, verdicts, metrics_problem = self._judge(request.run_dir)
         ok = exited_ok and metrics_problem is None and all(v.ok for v in verdicts)
-        status = "passed" if ok else "failed"
+        status = "timeout" if result.timed_out else "passed" if ok else "failed"
         record.update(
             status=status,
             exit_code=result.returncode,
@@ -316,6 +327,8 @@ class ExperimentItem(pytest.Item):
                 if lines:
                     head = f"[last {len(lines)} lines; full log: {path}]\n" if cut else ""
                     self.add_report_section("call", name, head + "\n".join(lines))
+        if result.timed_out:
+            raise RunFailed(self._timeout_report(request, result))
         if not exited_ok:
             raise RunFailed(self._failure_report(request, result))
         if metrics_problem is not None:
@@ -331,6 +344,23 @@ class ExperimentItem(pytest.Item):
                 f"metrics: {request.run_dir / (self.experiment.metrics_file or DEFAULT_METRICS)}"
                 f"\nrun directory: {request.run_dir}"
             )
+
+    def _timeout_report(self, request: RunRequest, result: RunResult) -> str:
+        timeout, source = self.timeout()
+        parts = [
+            f"experiment '{self.experiment.name}' ({self.config_relpath}): TIMEOUT after "
+            f"{format_duration(result.duration)} (limit {format_duration(timeout or 0)}, from "
+            f"{source}); the tool's process tree got SIGTERM, then SIGKILL after "
+            f"{format_duration(request.grace)}",
+            f"command: {shlex.join(request.argv)}",
+            f"run directory: {request.run_dir}",
+        ]
+        for name, path in (("stdout", request.stdout_path), ("stderr", request.stderr_path)):
+            lines, _ = tail_lines(path, 10)
+            if lines:
+                parts.append(f"last {len(lines)} lines of {name} ({path}):")
+                parts.extend("  " + line for line in lines)
+        return "\n".join(parts)
 
     def _failure_report(self, request: RunRequest, result: RunResult) -> str:
         experiment = self.experiment

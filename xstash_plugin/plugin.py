@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from .command import override_value
+from .durations import parse_duration
 from .items import ExperimentFile, ExperimentItem
 from .registry import META_NAME
 from .report import (
@@ -29,6 +30,11 @@ OVERRIDE_HELP = (
     "trainer.max_epochs=1; VALUE is read as YAML (1 is a number, abc or 'a,b' a string, "
     "[1,2] a list, null) and reaches the tool as exactly that value"
 )
+TIMEOUT_HELP = (
+    "kill an experiment's whole process tree after DURATION ('90s', '30m', '2h') and fail it "
+    "with status timeout; a config's own xstash.timeout wins over this"
+)
+GRACE_HELP = "time between SIGTERM and SIGKILL when a run is stopped (default 3s)"
 REPORT_HELP = (
     "write the results (one row per experiment, one column per metric, the run directory) "
     "to PATH; the suffix chooses the format: .csv, .json or .md"
@@ -64,6 +70,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help=COMPOSE_HELP,
     )
+    group.addoption(
+        "--xstash-timeout",
+        dest="xstash_timeout",
+        default=None,
+        metavar="DURATION",
+        help=TIMEOUT_HELP,
+    )
+    parser.addini("xstash_timeout", TIMEOUT_HELP, default="")
+    parser.addini("xstash_kill_grace", GRACE_HELP, default="")
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
     parser.addini("xstash_compose", COMPOSE_HELP, type="bool", default=False)
 
@@ -72,6 +87,10 @@ def pytest_configure(config: pytest.Config) -> None:
     state = make_state(config)
     config.stash[STATE_KEY] = state
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
+    state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
+    grace, _ = _duration_setting(config, "xstash_kill_grace", None)
+    if grace is not None:
+        state.grace = grace
     report: str | None = config.getoption("xstash_report")
     if report:
         path = config.invocation_params.dir / report
@@ -85,6 +104,26 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Results(state), "xstash-results")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "xstash-xdist")
+
+
+def _duration_setting(
+    config: pytest.Config, name: str, option: str | None
+) -> tuple[float | None, str]:
+    """A duration from the command line (when ``option``) or else the ini file."""
+    raw: str | None = config.getoption(name) if option else None
+    source = f"--{name.replace('_', '-')}"
+    if not raw:
+        raw = str(config.getini(name) or "")
+        source = f"ini {name} ({config.inipath})"
+    if not raw:
+        return None, ""
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+    if seconds <= 0 and option:
+        raise pytest.UsageError(f"{source}: {raw!r} must be more than zero")
+    return seconds, f"{source} {raw}"
 
 
 def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:

@@ -28,9 +28,10 @@ XSTASH_KEYS: dict[str, str] = {
     "metrics": "file in the run directory the tool writes its metrics to (default metrics.json)",
     "expect": "metric name -> expectation ('>= 0.9', {ref: 0.31, tol: 0.05}, ...)",
     "sweep": "a grid {key: [values]} or a list of points [{key: value}]: one test per point",
+    "timeout": "a duration ('90s', '2h'): then the tool's process tree is killed",
 }
 # Keys of the product contract that a later version adds; named so the error can say so.
-XSTASH_PLANNED = ("timeout", "launcher", "resources", "inputs")
+XSTASH_PLANNED = ("launcher", "resources", "inputs")
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -52,6 +53,7 @@ class Experiment:
     metrics_file: str | None = None  # declared in xstash.metrics (then it must exist)
     expectations: tuple[Expectation, ...] = ()
     points: tuple[Point, ...] = ()  # sweep points; empty: a single run
+    timeout: float | None = None  # xstash.timeout, seconds
 
     @property
     def folder(self) -> Path:
@@ -374,13 +376,14 @@ def _check_points(doc: YamlDoc, block: Any, errors: list[ConfigError]) -> tuple[
 
 def _check_xstash_block(
     doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]
-) -> tuple[str | None, tuple[Expectation, ...], tuple[Point, ...]]:
+) -> tuple[str | None, tuple[Expectation, ...], tuple[Point, ...], float | None]:
     block = data.get("xstash")
+    timeout: float | None = None
     metrics_file: str | None = None
     expectations: tuple[Expectation, ...] = ()
     points: tuple[Point, ...] = ()
     if block is None:
-        return metrics_file, expectations, points
+        return metrics_file, expectations, points, timeout
     if not isinstance(block, dict):
         errors.append(
             ConfigError(
@@ -390,7 +393,7 @@ def _check_xstash_block(
                 "write: xstash: {key: value}",
             )
         )
-        return metrics_file, expectations, points
+        return metrics_file, expectations, points, timeout
     for key in map(str, block):
         line = doc.line("xstash", key)
         if key == "metrics":
@@ -398,6 +401,21 @@ def _check_xstash_block(
             continue
         if key == "sweep":
             points = _check_points(doc, block[key], errors)
+            continue
+        if key == "timeout":
+            try:
+                timeout = parse_duration(block[key])
+                if timeout <= 0:
+                    raise ValueError(f"{block[key]!r} is not positive")
+            except ValueError as exc:
+                errors.append(
+                    ConfigError(
+                        doc.path,
+                        line,
+                        f"xstash.timeout: {exc}",
+                        f"write {DURATION_HELP}, e.g. timeout: 2h",
+                    )
+                )
             continue
         if key == "expect":
             found, problems = parse_expectations(block[key], doc)
@@ -423,7 +441,7 @@ def _check_xstash_block(
                     "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
                 )
             )
-    return metrics_file, expectations, points
+    return metrics_file, expectations, points, timeout
 
 
 # What a YAML top level that is not a mapping is, in the words of a YAML file's author.
@@ -469,7 +487,7 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
     tool = _check_tool(doc, data, registry, errors)
     name = _check_name(doc, data, errors)
     description, tags, estimate, seconds = _check_meta_fields(doc, data, errors)
-    metrics_file, expectations, points = _check_xstash_block(doc, data, errors)
+    metrics_file, expectations, points, timeout = _check_xstash_block(doc, data, errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
@@ -489,4 +507,5 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
         metrics_file=metrics_file,
         expectations=expectations,
         points=points,
+        timeout=timeout,
     )

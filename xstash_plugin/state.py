@@ -13,6 +13,7 @@ from .command import overrides_for
 from .compose import ComposeChecker
 from .envs import EnvManager
 from .errors import ConfigError, ConfigErrors, XstashError
+from .launchers.local import GRACE_SECONDS
 from .registry import META_NAME, Registry, load_registry
 from .spec import Experiment, load_experiment
 from .sweeps import Point
@@ -42,6 +43,9 @@ class State:
     rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
     report_path: Path | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # --xstash-override, applied to every run
+    timeout: float | None = None  # --xstash-timeout or ini xstash_timeout, seconds
+    timeout_source: str = ""
+    grace: float = GRACE_SECONDS  # ini xstash_kill_grace
     compose: ComposeChecker | None = None  # --xstash-compose
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
 

@@ -29,6 +29,8 @@ class RunRequest:
     env: dict[str, str]
     run_dir: Path
     live: bool = False  # also copy the output to our own stdout/stderr as it comes
+    timeout: float | None = None  # seconds; then the whole process tree is killed
+    grace: float = GRACE_SECONDS  # between SIGTERM and SIGKILL
 
     @property
     def stdout_path(self) -> Path:
@@ -47,6 +49,7 @@ class RunResult:
     started: float
     ended: float
     pid: int
+    timed_out: bool = False
 
     @property
     def duration(self) -> float:
@@ -109,8 +112,14 @@ def run_local(request: RunRequest, on_interrupt: Callable[[], None] | None = Non
             ]
             for thread in threads:
                 thread.start()
+        timed_out = False
         try:
-            returncode = proc.wait()
+            try:
+                returncode = proc.wait(timeout=request.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                kill_tree(proc, request.grace)
+                returncode = proc.returncode
             # Whatever the tool left running in its group (daemons, workers) goes with it,
             # so no orphan outlives the run and no pipe is held open.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -120,9 +129,15 @@ def run_local(request: RunRequest, on_interrupt: Callable[[], None] | None = Non
                 if on_interrupt is not None:
                     on_interrupt()
             finally:
-                kill_tree(proc)
+                kill_tree(proc, request.grace)
             raise
         finally:
             for thread in threads:
                 thread.join()
-        return RunResult(returncode=returncode, started=started, ended=time.time(), pid=proc.pid)
+        return RunResult(
+            returncode=returncode,
+            started=started,
+            ended=time.time(),
+            pid=proc.pid,
+            timed_out=timed_out,
+        )
