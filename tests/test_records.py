@@ -266,10 +266,11 @@ def sleepers(project: Project) -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stubborn", [False, True], ids=["polite", "ignores-sigterm"])
 @pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
 def test_ctrl_c_interrupts_runs(
-    project: Project, sleepers: list[int], workers: int, stubborn: bool
+    project: Project, sleepers: list[int], workers: int, stubborn: bool, sig: signal.Signals
 ) -> None:
     prefix = "stubborn" if stubborn else "nap"
     names = [f"{prefix}0", f"{prefix}1"][: max(workers, 1)]
@@ -292,7 +293,7 @@ def test_ctrl_c_interrupts_runs(
         sleepers.extend(tool_pids)
         assert all(alive(pid) for pid in tool_pids)
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         output, _ = proc.communicate(timeout=15)
         took = time.monotonic() - started
     finally:

@@ -260,12 +260,18 @@ class ExperimentItem(pytest.Item):
             live=state.live,
         )
 
+        def started(pid: int) -> None:
+            # Who runs it: a controller that sees this worker die can find the run and its
+            # orphaned process group by these.
+            record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
+            write_record(run_dir, record)
+
         def interrupted() -> None:
             record.update(status="interrupted", ended=time.time())
             self.result_row.update(status="interrupted")
             write_record(run_dir, record)
 
-        result = run_local(request, on_interrupt=interrupted)
+        result = run_local(request, on_interrupt=interrupted, on_start=started)
         self._finish(request, result, record)
 
     def timeout(self) -> tuple[float | None, str]:

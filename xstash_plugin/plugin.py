@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from .report import (
     table_rows,
     text_table,
 )
+from .runs import read_record, recover_crashed_run
 from .state import COMPOSE_HELP, OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
 from .sweeps import KEY_HELP, OVERRIDE_KEY
 
@@ -87,6 +90,14 @@ def pytest_configure(config: pytest.Config) -> None:
     state = make_state(config)
     config.stash[STATE_KEY] = state
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
+    # SIGTERM (a scheduler, `kill`, a CI timeout) stops runs like Ctrl-C does: records say
+    # 'interrupted' and tools' process trees are killed, instead of pytest vanishing.
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _interrupt)
+        state.sigterm_installed = True
     state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
     grace, _ = _duration_setting(config, "xstash_kill_grace", None)
     if grace is not None:
@@ -103,7 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports
         config.pluginmanager.register(Results(state), "xstash-results")
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistHooks(), "xstash-xdist")
+        config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
 
 
 def _duration_setting(
@@ -150,10 +161,43 @@ def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:
 class XdistHooks:
     """Registered only when pytest-xdist is active, so xstash never imports it."""
 
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
     @pytest.hookimpl
     def pytest_configure_node(self, node: object) -> None:
         config: pytest.Config = node.config  # type: ignore[attr-defined]
         node.workerinput["xstash_session_id"] = get_state(config).session_id  # type: ignore[attr-defined]
+
+    @pytest.hookimpl
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
+        """A worker died (killed, OOM, segfault) while running ``crashitem``: its run record
+        still says 'running' and its tool, in a process group of its own, lives on. Say what
+        happened in the record and the results, and stop the tool."""
+        state = get_state(self.config)
+        worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "?")
+        reason = f"pytest-xdist worker {worker} died while running this experiment; its tool "
+        reason += "was killed with it"
+        for run_dir in recover_crashed_run(state.output_root, crashitem, state.session_id, reason):
+            record = read_record(run_dir)
+            state.rows.append(
+                {
+                    "id": crashitem,
+                    "experiment": record.get("experiment"),
+                    "config": record.get("config"),
+                    "tool": record.get("tool"),
+                    "status": "error",
+                    "point": record.get("point") or {},
+                    "overrides": record.get("overrides") or [],
+                    "estimated_runtime": None,
+                    "duration": None,
+                    "exit_code": None,
+                    "metrics": {},
+                    "verdicts": [],
+                    "run_dir": str(run_dir),
+                    "order": 10**9,
+                }
+            )
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ExperimentFile | None:
@@ -181,8 +225,14 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.sigterm_installed:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if state is not None and state.compose is not None:
         state.compose.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -129,3 +130,43 @@ def python_version_of(python: str) -> str | None:
     except OSError:
         return None
     return None
+
+
+def recover_crashed_run(output_root: Path, nodeid: str, session: str, reason: str) -> list[Path]:
+    """Mark the still-'running' records of ``nodeid`` in ``session`` as errors, and kill their
+    tools' process groups, which outlived the process that started them. Returns the run dirs."""
+    import signal
+
+    folder = output_root / Path(nodeid.split("::", 1)[0]).with_suffix("")
+    found = []
+    try:
+        candidates = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
+    except OSError:
+        return []
+    for run_dir in candidates:
+        try:
+            record = read_record(run_dir)
+        except (OSError, ValueError):
+            continue
+        if (
+            record.get("status") != "running"
+            or record.get("nodeid") != nodeid
+            or record.get("session") != session
+        ):
+            continue
+        pid = record.get("tool_pid")
+        if isinstance(pid, int) and pid > 1 and _is_group_leader(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        record.update(status="error", error=reason, ended=time.time())
+        write_record(run_dir, record)
+        found.append(run_dir)
+    return found
+
+
+def _is_group_leader(pid: int) -> bool:
+    # Guards against a recycled pid: only a process group led by that pid is ours to kill.
+    try:
+        return os.getpgid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -47,6 +47,7 @@ class State:
     timeout_source: str = ""
     grace: float = GRACE_SECONDS  # ini xstash_kill_grace
     compose: ComposeChecker | None = None  # --xstash-compose
+    sigterm_installed: bool = False
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
 
     def configs_root(self, folder: Path) -> Path | None:

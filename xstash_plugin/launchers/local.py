@@ -86,11 +86,16 @@ def kill_tree(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> No
         proc.wait()
 
 
-def run_local(request: RunRequest, on_interrupt: Callable[[], None] | None = None) -> RunResult:
+def run_local(
+    request: RunRequest,
+    on_interrupt: Callable[[], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> RunResult:
     """Start the tool, wait for it, and return how it ended.
 
-    Ctrl-C (or any exception while waiting) calls ``on_interrupt`` first, so the run record
-    says so before anything else can go wrong, then kills the tool's process tree.
+    ``on_start`` gets the tool's pid (also its process group) as soon as it runs, so the run
+    record can name it. Ctrl-C (or any exception while waiting) calls ``on_interrupt`` first,
+    so the run record says so before anything else can go wrong, then kills the process tree.
     """
     with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
         started = time.time()
@@ -114,6 +119,8 @@ def run_local(request: RunRequest, on_interrupt: Callable[[], None] | None = Non
                 thread.start()
         timed_out = False
         try:
+            if on_start is not None:
+                on_start(proc.pid)
             try:
                 returncode = proc.wait(timeout=request.timeout)
             except subprocess.TimeoutExpired:

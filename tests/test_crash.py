@@ -1,0 +1,83 @@
+"""A pytest-xdist worker that dies mid-run loses only its current experiment, and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Project
+
+# Plain Python: sleeps for its config's 'sleep' seconds, in its own process group.
+SLEEPER = """\
+import re, sys, time
+args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
+run_dir = args["hydra.run.dir"].strip("'")
+config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
+time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
+print("slept")
+"""
+
+
+def records(root: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in (root / "outputs" / "configs").glob("*/*/xstash.json"):
+        data = json.loads(path.read_text())
+        found[data["experiment"]] = data
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (ProcessLookupError, OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_killed_worker_loses_only_its_experiment(project: Project) -> None:
+    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 60\n")
+    for name in ("a", "b", "c"):
+        project.config(f"{name}.yaml", f"tool: sleeper\nexperiment: {name}\nsleep: 0.5\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "configs", "-n", "2", "-p", "no:cacheprovider", "-rA"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    tool_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            victim = records(project.root).get("victim", {})
+            if "worker_pid" in victim:
+                tool_pid = victim["tool_pid"]
+                os.kill(victim["worker_pid"], signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        assert tool_pid is not None, "the victim never started"
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = output.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, text
+    assert "crashed while running 'configs/victim.yaml::victim'" in text
+    found = records(project.root)
+    assert {name: found[name]["status"] for name in "abc"} == dict.fromkeys("abc", "passed")
+    victim = found["victim"]
+    assert victim["status"] == "error"
+    assert "died while running this experiment" in victim["error"]
+    assert not alive(tool_pid), "the crashed worker's tool was left running"
+    assert "configs/victim.yaml::victim" in text.split("xstash results")[1]
+    assert "Traceback" not in text.split("short test summary")[0].split("xstash results")[1]
