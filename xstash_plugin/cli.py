@@ -1,7 +1,8 @@
 """The seed's command-line scripts, as thin wrappers over pytest.
 
-``scripts/run_experiment TOOL CONFIG [--validate-only]`` runs (or only collects, which validates)
-one experiment through pytest; ``scripts/validate_setup.py`` checks the registry, every config,
+``scripts/run_experiment TOOL CONFIG [KEY=VALUE ...] [--validate-only]`` runs (or only collects,
+which validates) one experiment through pytest, each ``KEY=VALUE`` passed on as
+``--xstash-override KEY=VALUE``; ``scripts/validate_setup.py`` checks the registry, every config,
 and optionally builds tool environments.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -20,7 +22,7 @@ import pytest
 from .errors import ConfigError, ConfigErrors, EnvError
 from .registry import META_NAME, Registry, load_registry
 from .suggest import did_you_mean
-from .yamlio import load_yaml_file
+from .yamlio import load_yaml_file, printable, quote
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -44,25 +46,43 @@ def _config_names(configs: Path) -> list[str]:
 
 
 def find_config(configs: Path, name: str) -> Path | str:
-    """The file for config ``name`` (with or without suffix), or an error message."""
-    if not name or Path(name).is_absolute() or "\x00" in name:
-        return f"Config name {name!r} must be a path relative to {configs}"
+    """The file for config ``name`` (with or without suffix), or an error message.
+
+    Refused: absolute names, names with control characters, names that lead outside
+    ``configs`` (``..`` or a symlink), meta.yaml and '_' fragments (not experiments).
+    """
+    shown = quote(name, 200)
+    if not name or Path(name).is_absolute():
+        return f"Config name {shown} must be a path relative to {configs}"
+    if "\n" in name or printable(name) != name:
+        return f"Config name {shown} contains control characters: give a config path"
     candidates = (
         [configs / name]
         if name.endswith(SUFFIXES)
         else [configs / f"{name}{suffix}" for suffix in SUFFIXES]
     )
-    root = configs.resolve()
-    for candidate in candidates:
-        resolved = candidate.resolve()
-        if resolved != root and root not in resolved.parents:
+    try:
+        root = configs.resolve()
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if resolved != root and root not in resolved.parents:
+                return (
+                    f"Config name {shown} points outside {configs}: configs must live in the "
+                    "configs folder"
+                )
+        found = next((c for c in candidates if c.is_file()), None)
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        return f"Config name {shown} is not a usable path: {exc.strerror}"
+    if found is not None:
+        parts = Path(os.path.normpath(found.relative_to(configs))).parts
+        if parts == (META_NAME,):
+            return f"{found} is the tool registry, not an experiment config"
+        if any(part.startswith("_") for part in parts):
             return (
-                f"Config name {name!r} points outside {configs}: configs must live in the "
-                "configs folder"
+                f"{found} is a shared fragment (a '_' name), not an experiment: "
+                "pytest never collects it"
             )
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        return found
     return (
         f"Config file not found: {candidates[0]}\n"
         "   check that configs/<config-name>.yaml exists."
@@ -72,16 +92,31 @@ def find_config(configs: Path, name: str) -> Path | str:
 
 def _pytest(args: list[str], root: Path) -> int:
     command = [sys.executable, "-m", "pytest", *args]
-    print("$ " + " ".join(["pytest", *args]), flush=True)
+    print("$ " + shlex.join(["pytest", *args]), flush=True)
     return subprocess.call(command, cwd=root)
 
 
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """``KEY=VALUE`` arguments (not starting with '-') as ``--xstash-override`` pairs, and the
+    other arguments, in their order."""
+    overrides: list[str] = []
+    other: list[str] = []
+    for arg in args:
+        if not arg.startswith("-") and "=" in arg:
+            overrides += ["--xstash-override", arg]
+        else:
+            other.append(arg)
+    return overrides, other
+
+
 def run_experiment_main(argv: list[str] | None = None, root: Path | None = None) -> int:
-    """``run_experiment TOOL CONFIG [--validate-only] [-- PYTEST_ARGS...]``."""
+    """``run_experiment TOOL CONFIG [KEY=VALUE...] [--validate-only] [-- PYTEST_ARGS...]``."""
     parser = argparse.ArgumentParser(
         prog="run_experiment",
+        usage="%(prog)s [-h] [--validate-only] tool config [KEY=VALUE ...] [-- PYTEST_ARGS ...]",
         description="Run one experiment config with its tool (through pytest).",
-        epilog="Arguments after '--' go to pytest unchanged.",
+        epilog="KEY=VALUE arguments are Hydra overrides for the run (pytest's "
+        "--xstash-override; VALUE is read as YAML). Arguments after '--' go to pytest unchanged.",
     )
     parser.add_argument("tool", help="tool name, as registered in configs/meta.yaml")
     parser.add_argument("config", help="config path below configs/, without .yaml")
@@ -90,9 +125,15 @@ def run_experiment_main(argv: list[str] | None = None, root: Path | None = None)
         action="store_true",
         help="validate the config (pytest --collect-only) without running the tool",
     )
-    args, rest = parser.parse_known_args(argv)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # Split at the first '--' ourselves: argparse keeps or drops it depending on what precedes.
+    passthrough: list[str] = []
+    if "--" in raw:
+        cut = raw.index("--")
+        raw, passthrough = raw[:cut], raw[cut + 1 :]
+    args, known_rest = parser.parse_known_args(raw)
+    overrides, other = split_overrides(known_rest)
+    rest = [*overrides, *other, *passthrough]
     root = root or Path.cwd()
     configs = root / "configs"
     if not (configs / META_NAME).is_file():

@@ -43,8 +43,8 @@ def override_value(value: Any) -> str:
 
     Strings are always quoted, so ``'true'``, ``'1.5'``, ``'a,b'`` or ``'$(cmd)'`` stay strings;
     numbers, booleans and null stay typed; lists and mappings are written element by element.
-    Raises ``ValueError`` for what Hydra's grammar cannot express (e.g. a mapping key that is
-    not a plain name).
+    Raises ``ValueError`` for what Hydra's grammar or a command line cannot express (a mapping
+    key that is not a plain name, a NUL character).
     """
     if value is None:
         return "null"
@@ -59,6 +59,8 @@ def override_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{value!r} contains a NUL character, which no command line carries")
         return _quoted(value)
     if isinstance(value, list):
         return "[" + ",".join(override_value(item) for item in value) + "]"

@@ -99,8 +99,18 @@ class ExperimentFile(pytest.File):
             yield ExperimentItem.from_parent(self, name=experiment.name, experiment=experiment)
             return
         for point, label in zip(experiment.points, labels, strict=True):
+            extra: dict[str, Any] = {}
+            parent_id = getattr(self, "id", None)
+            if hasattr(parent_id, "with_params"):
+                # pytest >= 9.2 keeps ids structured: `name[params]` must be built as such, or
+                # --lf / --nf cannot match the ids they read back from the cache.
+                extra["nodeid"] = parent_id.child(experiment.name).with_params(label)  # type: ignore[union-attr]
             yield ExperimentItem.from_parent(
-                self, name=f"{experiment.name}[{label}]", experiment=experiment, point=point
+                self,
+                name=f"{experiment.name}[{label}]",
+                experiment=experiment,
+                point=point,
+                **extra,
             )
 
 
@@ -127,6 +137,9 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         # Sweep point first, then --xstash-override: the command line has the last word.
         self.overrides = state.point_overrides(point)
+        # What actually ran: a command-line override of a swept key replaces the point's value.
+        cli = dict(state.overrides)
+        self.effective_point = {key: cli.get(key, value) for key, value in point}
         state.register_marker(experiment.tool.name, f"experiments of tool {experiment.tool.name}")
         self.add_marker(experiment.tool.name)
         for tag in experiment.tags:
@@ -140,7 +153,7 @@ class ExperimentItem(pytest.Item):
             "config": self.config_relpath.as_posix(),
             "tool": experiment.tool.name,
             "tags": list(experiment.tags),
-            "point": {key: value for key, value in point},
+            "point": self.effective_point,
             "overrides": list(self.overrides),
             "status": "not run",
             "estimated_runtime": experiment.estimated_runtime,
@@ -159,7 +172,7 @@ class ExperimentItem(pytest.Item):
                 ("tags", ",".join(experiment.tags)),
                 ("description", experiment.description),
                 ("estimated_runtime", experiment.estimated_runtime or ""),
-                *((f"sweep.{key}", fmt(value)) for key, value in point),
+                *((f"sweep.{key}", fmt(value)) for key, value in self.effective_point.items()),
                 *((("overrides", " ".join(self.overrides)),) if self.overrides else ()),
             ]
         )
@@ -224,7 +237,7 @@ class ExperimentItem(pytest.Item):
             "config": self.config_relpath.as_posix(),
             "nodeid": self.nodeid,
             "config_key": key,
-            "point": {k: v for k, v in self.point} or None,
+            "point": self.effective_point or None,
             "overrides": list(self.overrides),
             "tool": tool.name,
             "tool_path": str(tool.path),
@@ -271,7 +284,15 @@ class ExperimentItem(pytest.Item):
             self.result_row.update(status="interrupted")
             write_record(run_dir, record)
 
-        result = run_local(request, on_interrupt=interrupted, on_start=started)
+        try:
+            result = run_local(request, on_interrupt=interrupted, on_start=started)
+        except OSError as exc:  # the tool could not be started (or its logs not opened)
+            record.update(status="error", error=f"cannot start the tool: {exc}", ended=time.time())
+            write_record(run_dir, record)
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): cannot start tool "
+                f"'{tool.name}': {exc}\ncommand: {shlex.join(argv)}\nrun directory: {run_dir}"
+            ) from None
         self._finish(request, result, record)
 
     def timeout(self) -> tuple[float | None, str]:
@@ -339,13 +360,13 @@ class ExperimentItem(pytest.Item):
             raise RunFailed(self._failure_report(request, result))
         if metrics_problem is not None:
             raise RunFailed(
-                f"experiment '{self.experiment.name}' ({self.config_relpath}): {metrics_problem}"
+                f"experiment '{self.name}' ({self.config_relpath}): {metrics_problem}"
                 f"\nrun directory: {request.run_dir}"
             )
         if not ok:
             failed = sum(not v.ok for v in verdicts)
             raise RunFailed(
-                f"experiment '{self.experiment.name}' ({self.config_relpath}): {failed} of "
+                f"experiment '{self.name}' ({self.config_relpath}): {failed} of "
                 f"{len(verdicts)} expectation(s) failed\n{verdict_table(verdicts)}\n"
                 f"metrics: {request.run_dir / (self.experiment.metrics_file or DEFAULT_METRICS)}"
                 f"\nrun directory: {request.run_dir}"
@@ -354,7 +375,7 @@ class ExperimentItem(pytest.Item):
     def _timeout_report(self, request: RunRequest, result: RunResult) -> str:
         timeout, source = self.timeout()
         parts = [
-            f"experiment '{self.experiment.name}' ({self.config_relpath}): TIMEOUT after "
+            f"experiment '{self.name}' ({self.config_relpath}): TIMEOUT after "
             f"{format_duration(result.duration)} (limit {format_duration(timeout or 0)}, from "
             f"{source}); the tool's process tree got SIGTERM, then SIGKILL after "
             f"{format_duration(request.grace)}",
@@ -372,7 +393,7 @@ class ExperimentItem(pytest.Item):
         experiment = self.experiment
         lines, cut = tail_lines(request.stderr_path, STDERR_TAIL)
         parts = [
-            f"experiment '{experiment.name}' ({self.config_relpath}): tool "
+            f"experiment '{self.name}' ({self.config_relpath}): tool "
             f"'{experiment.tool.name}' {describe_exit(result.returncode)} after "
             f"{format_duration(result.duration)}",
             f"command: {shlex.join(request.argv)}",
@@ -400,5 +421,5 @@ class ExperimentItem(pytest.Item):
         return (
             self.experiment.config_path,
             self.experiment.line - 1,
-            f"{self.experiment.tool.name}: {self.experiment.name}",
+            f"{self.experiment.tool.name}: {self.name}",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import threading
@@ -10,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from .command import override_value
 from .durations import parse_duration
+from .errors import XstashError
 from .items import ExperimentFile, ExperimentItem
 from .registry import META_NAME
 from .report import (
@@ -27,6 +28,7 @@ from .report import (
 from .runs import read_record, recover_crashed_run
 from .state import COMPOSE_HELP, OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
 from .sweeps import KEY_HELP, OVERRIDE_KEY
+from .yamlio import parse_yaml
 
 OVERRIDE_HELP = (
     "a Hydra override applied to every selected experiment (repeatable), e.g. "
@@ -137,6 +139,21 @@ def _duration_setting(
     return seconds, f"{source} {raw}"
 
 
+def _cli_value(text: str) -> Any:
+    """A command-line VALUE read as YAML, except where YAML would lose what was typed."""
+    if not text.strip():
+        return text
+    try:
+        value = parse_yaml(text, Path("--xstash-override")).data
+    except XstashError:
+        return text  # not YAML: the text itself, as a string
+    if value is None and text.strip() not in ("null", "~", "Null", "NULL"):
+        return text  # '#ff0000' is a comment to YAML, a colour to the person typing it
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return text
+    return value
+
+
 def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:
     """``--xstash-override KEY=VALUE`` options as (key, YAML value) pairs; UsageError if bad."""
     pairs = []
@@ -146,10 +163,7 @@ def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:
             raise pytest.UsageError(
                 f"--xstash-override {item!r}: write KEY=VALUE where KEY is {KEY_HELP}"
             )
-        try:
-            value = yaml.safe_load(text) if text.strip() else text
-        except yaml.YAMLError:
-            value = text  # not YAML: the text itself, as a string
+        value = _cli_value(text)
         try:
             override_value(value)
         except ValueError as exc:

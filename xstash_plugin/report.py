@@ -90,6 +90,7 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
 
 
 def text_table(header: list[str], body: list[list[str]]) -> list[str]:
+    body = [[cell.replace("\n", "\\n").replace("\r", "\\r") for cell in row] for row in body]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()

@@ -9,6 +9,7 @@ tool as exactly those values (see :func:`xstash_plugin.command.override_value`).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import json
@@ -37,10 +38,25 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with YAML dates as their text: OmegaConf (so the tool) reads a date as a string,
+    as it does in the config body (see :mod:`xstash_plugin.spec`)."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
 def _check_key(doc: YamlDoc, key: Any, where: tuple[str, ...]) -> ConfigError | None:
     if not isinstance(key, str):
         return ConfigError(
-            doc.path, doc.line(*where), f"sweep key {key!r} is not a string", f"use {KEY_HELP}"
+            doc.path,
+            doc.line(*where, str(key)),
+            f"sweep key {key!r} is not a string",
+            f"use {KEY_HELP}",
         )
     if not OVERRIDE_KEY.fullmatch(key):
         return ConfigError(
@@ -88,6 +104,7 @@ def parse_sweep(block: Any, doc: YamlDoc) -> tuple[list[Point], list[ConfigError
                     )
                 )
                 continue
+            values = _plain(values)
             seen: dict[str, int] = {}
             for index, value in enumerate(values):
                 canon = _canonical(value)
@@ -143,7 +160,7 @@ def parse_sweep(block: Any, doc: YamlDoc) -> tuple[list[Point], list[ConfigError
                 )
                 continue
             seen_points[canon] = index
-            points.append(tuple(point.items()))
+            points.append(tuple((key, _plain(value)) for key, value in point.items()))
         return (points, []) if not errors else ([], errors)
     return [], [
         ConfigError(
