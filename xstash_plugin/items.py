@@ -146,6 +146,7 @@ class ExperimentItem(pytest.Item):
             state.register_marker(tag, "experiment tag")
             self.add_marker(tag)
         self.run_dir: Path | None = None
+        self.record_error: str | None = None
         # What the controller's results table needs; travels to it on the test report.
         self.result_row: dict[str, Any] = {
             "id": self.nodeid,
@@ -247,20 +248,20 @@ class ExperimentItem(pytest.Item):
             "launcher": "local",
             "started": time.time(),
         }
-        write_record(run_dir, record)
+        self._save(run_dir, record)
         try:
             python = state.envs.python_for(tool)
         except EnvError as exc:
             record.update(status="error", error=str(exc), ended=time.time())
-            write_record(run_dir, record)
+            self._save(run_dir, record)
             raise RunFailed(f"tool '{tool.name}': {exc}\nrun directory: {run_dir}") from None
         except BaseException:  # Ctrl-C while uv works: the record must not stay 'running'
             record.update(status="interrupted", ended=time.time())
-            write_record(run_dir, record)
+            self._save(run_dir, record)
             raise
         argv = build_argv(python, experiment, config_dir, run_dir, self.overrides)
         record.update(argv=list(argv), **self._provenance(python))
-        write_record(run_dir, record)
+        self._save(run_dir, record)
         timeout, timeout_source = self.timeout()
         record.update(timeout=timeout, timeout_source=timeout_source or None)
         request = RunRequest(
@@ -277,23 +278,32 @@ class ExperimentItem(pytest.Item):
             # Who runs it: a controller that sees this worker die can find the run and its
             # orphaned process group by these.
             record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
-            write_record(run_dir, record)
+            self._save(run_dir, record)
 
         def interrupted() -> None:
             record.update(status="interrupted", ended=time.time())
             self.result_row.update(status="interrupted")
-            write_record(run_dir, record)
+            self._save(run_dir, record)
 
         try:
             result = run_local(request, on_interrupt=interrupted, on_start=started)
         except OSError as exc:  # the tool could not be started (or its logs not opened)
             record.update(status="error", error=f"cannot start the tool: {exc}", ended=time.time())
-            write_record(run_dir, record)
+            self._save(run_dir, record)
             raise RunFailed(
                 f"experiment '{self.name}' ({self.config_relpath}): cannot start tool "
                 f"'{tool.name}': {exc}\ncommand: {shlex.join(argv)}\nrun directory: {run_dir}"
             ) from None
         self._finish(request, result, record)
+
+    def _save(self, run_dir: Path, record: dict[str, Any]) -> None:
+        """Write the record; a full disk must not turn into a plugin traceback mid-run."""
+        try:
+            write_record(run_dir, record)
+        except OSError as exc:
+            self.record_error = (
+                f"the run record {run_dir / 'xstash.json'} could not be written: {exc}"
+            )
 
     def timeout(self) -> tuple[float | None, str]:
         """The run's time limit and where it comes from: the config's own, else the session's."""
@@ -330,7 +340,7 @@ class ExperimentItem(pytest.Item):
             metrics_error=metrics_problem,
             expectations=[v.as_dict() for v in verdicts],
         )
-        write_record(request.run_dir, record)
+        self._save(request.run_dir, record)
         self.result_row.update(
             status=status,
             exit_code=result.returncode,
@@ -354,6 +364,12 @@ class ExperimentItem(pytest.Item):
                 if lines:
                     head = f"[last {len(lines)} lines; full log: {path}]\n" if cut else ""
                     self.add_report_section("call", name, head + "\n".join(lines))
+        if self.record_error is not None:
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): {self.record_error}\n"
+                f"the tool {describe_exit(result.returncode)}; its logs are in {request.run_dir}"
+                "\nfix: free disk space or choose another --xstash-output-root"
+            )
         if result.timed_out:
             raise RunFailed(self._timeout_report(request, result))
         if not exited_ok:

@@ -1,0 +1,84 @@
+"""An unwritable or full output root: a clear error per run, no traceback, other runs go on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Project
+
+# Plain Python: prints N KiB to stdout (N from its config), so a tiny disk fills up.
+WRITER = """\
+import re, sys
+args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
+run_dir = args["hydra.run.dir"].strip("'")
+config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
+kib = int(re.search(r"kib: ([0-9]+)", config).group(1))
+for _ in range(kib):
+    sys.stdout.write("x" * 1023 + "\\n")
+print("written")
+"""
+
+
+@pytest.fixture
+def writer(project: Project) -> Project:
+    project.tool("writer", WRITER, entrypoint="main.py", env="system", deps=None)
+    return project
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root can mount one; CI runs as root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs under CI: {proc.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_output_root_that_cannot_exist(writer: Project) -> None:
+    (writer.root / "blocker").write_text("a file, not a folder\n")
+    writer.config("a.yaml", "tool: writer\nexperiment: a\nkib: 1\n")
+    writer.config("b.yaml", "tool: writer\nexperiment: b\nkib: 1\n")
+    result = writer.pytester.runpytest("configs", "--xstash-output-root", "blocker/out")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*cannot create the run directory under */blocker/out: *Not a directory*",
+            "*fix: make the output root writable, free disk space, or choose another one*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_full_disk_fails_runs_clearly_and_the_session_goes_on(
+    writer: Project, tiny_disk: Path
+) -> None:
+    writer.config("big.yaml", "tool: writer\nexperiment: big\nkib: 2048\n")
+    writer.config("small.yaml", "tool: writer\nexperiment: small\nkib: 1\n")
+    result = writer.pytester.runpytest("configs", "--xstash-output-root", str(tiny_disk), "-v")
+    text = result.stdout.str()
+    assert "Traceback (most recent call last)" not in text.split("Captured")[0]
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1
+    assert sum(outcomes.get(k, 0) for k in ("passed", "failed")) == 2  # both ran to a verdict
+    assert "No space left on device" in text
+    # Space freed: the next session works again on the same root.
+    for path in sorted(tiny_disk.rglob("stdout.log")):
+        path.unlink()
+    again = writer.pytester.runpytest("configs/small.yaml", "--xstash-output-root", str(tiny_disk))
+    again.assert_outcomes(passed=1)
