@@ -356,18 +356,18 @@ def test_every_problem_of_a_file_is_reported_at_once(repo: Project) -> None:
             id="unknown",
         ),
         pytest.param(
-            "xstash:\n  timeout: 60",
+            "xstash:\n  launcher: slurm",
             4,
-            ("'xstash.timeout' is not supported by this version of xstash yet",),
+            ("'xstash.launcher' is not supported by this version of xstash yet",),
             "remove it for now",
-            id="planned-timeout",
+            id="planned-launcher",
         ),
         pytest.param(
-            "xstash:\n  inputs: [data]",
+            "xstash:\n  resources: {gpus: 1}",
             4,
-            ("'xstash.inputs' is not supported by this version of xstash yet",),
+            ("'xstash.resources' is not supported by this version of xstash yet",),
             "remove it for now",
-            id="planned-inputs",
+            id="planned-resources",
         ),
         pytest.param(
             "xstash: [timeout]", 3, ("'xstash' must be a mapping",), "xstash: {", id="not-mapping"

@@ -362,10 +362,10 @@ def test_flood_of_stdout_keeps_pytest_memory_flat(project: Project, live: bool) 
     # pytest records its own peak RSS (the tool is a separate process, never counted here).
     project.pytester.makeconftest(
         f"""
-        import resource
-
         def pytest_unconfigure(config):
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            # VmHWM: this process's own peak RSS (ru_maxrss can inherit a forking parent's).
+            with open("/proc/self/status") as status:
+                peak = next(l.split()[1] for l in status if l.startswith("VmHWM:"))  # KiB
             with open({str(rss_file)!r}, "w") as handle:
                 handle.write(str(peak))
         """

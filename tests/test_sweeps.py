@@ -485,7 +485,7 @@ def test_cli_overrides_reach_the_tool_record_and_reports(repo: Project) -> None:
     ids = ["configs/o.yaml::o[model=small]", "configs/o.yaml::o[model=big]"]
     found = runs(repo, "o")
     assert sorted(found) == sorted(ids)
-    for nodeid, (record, seen) in found.items():
+    for record, seen in found.values():
         # The record shows what ran: the command line's value of the swept key.
         assert record["point"] == {"model": "cli"}
         assert record["overrides"] == overrides
@@ -499,7 +499,7 @@ def test_cli_overrides_reach_the_tool_record_and_reports(repo: Project) -> None:
         assert row["overrides"] == " ".join(overrides)
     cases = junit_properties(repo.root / "r.xml")
     assert set(cases) == {"o[model=small]", "o[model=big]"}
-    for name, props in cases.items():
+    for props in cases.values():
         assert props["overrides"] == " ".join(overrides)
         assert props["sweep.model"] == "cli"  # what ran, as in the record
 

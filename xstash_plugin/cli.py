@@ -143,7 +143,7 @@ def run_experiment_main(argv: list[str] | None = None, root: Path | None = None)
         return _fail(f"the tool registry is broken:\n{registry.error}")
     if args.tool not in registry.names:
         return _fail(
-            f"Tool not found in meta config: '{args.tool}'; registered: "
+            f"Tool not found in meta config: {quote(args.tool)}; registered: "
             f"{', '.join(registry.names) or '(none)'}.{did_you_mean(args.tool, registry.names)}\n"
             f"   add an entry for it under 'tools:' in {configs / META_NAME}"
         )
@@ -254,7 +254,7 @@ def validate_setup_main(argv: list[str] | None = None, root: Path | None = None)
     problems = 0
     if args.tool is not None and args.tool not in registry.names:
         return _fail(
-            f"Tool not found in meta config: '{args.tool}'; registered: "
+            f"Tool not found in meta config: {quote(args.tool)}; registered: "
             f"{', '.join(registry.names) or '(none)'}.{did_you_mean(args.tool, registry.names)}"
         )
     names = [args.tool] if args.tool else registry.names

@@ -27,6 +27,7 @@ from .runs import (
     git_state,
     new_run_dir,
     python_version_of,
+    read_record,
     tail_lines,
     write_record,
     write_tool_config,
@@ -214,8 +215,75 @@ class ExperimentItem(pytest.Item):
         info["uv"] = uv_version() if tool.env == "uv" else None
         return info
 
+    def run_key(self) -> str:
+        """The content hash that decides whether a passed run can stand in for this one."""
+        experiment = self.experiment
+        repo = experiment.tool.meta_path.parent.parent
+        return get_state(self.config).keys.run_key(
+            experiment.tool.name,
+            experiment.tool.path,
+            experiment.payload,
+            list(self.overrides),
+            {name: repo / name for name in experiment.inputs},
+        )
+
+    def _reuse(self) -> bool:
+        """With --xstash-reuse: stand in a passed run with the same run key, re-judged against
+        the current expectations. False when there is none (then the tool runs)."""
+        state = get_state(self.config)
+        assert state.reuse is not None
+        try:
+            state.envs.python_for(self.experiment.tool)  # a lock file made by uv is in the key
+        except EnvError:
+            return False  # the normal path reports it, with a record
+        previous = state.reuse.find(self.config_relpath, self.run_key())
+        for problem in state.reuse.problems:
+            if problem not in state.reported:
+                state.reported.add(problem)
+                self.warn(XstashWarning(problem))
+        if previous is None:
+            return False
+        old = read_record(previous)
+        metrics, verdicts, metrics_problem = self._judge(previous)
+        ok = metrics_problem is None and all(v.ok for v in verdicts)
+        self.run_dir = previous
+        duration = old.get("duration")
+        self.result_row.update(
+            status="reused" if ok else "failed",
+            reused_from=str(previous),
+            run_dir=str(previous),
+            exit_code=old.get("exit_code"),
+            duration=duration,
+            metrics=metrics or {},
+            verdicts=[v.as_dict() for v in verdicts],
+        )
+        self.user_properties.extend(
+            [
+                ("reused_from", str(previous)),
+                ("run_dir", str(previous)),
+                ("exit_code", str(old.get("exit_code"))),
+                ("duration", f"{float(duration or 0):.3f}"),
+            ]
+        )
+        self._metric_properties(metrics, verdicts)
+        if metrics_problem is not None:
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): reused run {previous}: "
+                f"{metrics_problem}"
+            )
+        if not ok:
+            failed = sum(not v.ok for v in verdicts)
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): {failed} of {len(verdicts)} "
+                f"expectation(s) failed on the reused run {previous} (its config and tool are "
+                f"unchanged, so it was not run again)\n{verdict_table(verdicts)}"
+            )
+        return True
+
     def runtest(self) -> None:
         state = get_state(self.config)
+        if state.reuse is not None and self._reuse():
+            return
         experiment = self.experiment
         tool = experiment.tool
         key = content_key({"config": experiment.payload, "overrides": self.overrides})
@@ -260,7 +328,7 @@ class ExperimentItem(pytest.Item):
             self._save(run_dir, record)
             raise
         argv = build_argv(python, experiment, config_dir, run_dir, self.overrides)
-        record.update(argv=list(argv), **self._provenance(python))
+        record.update(argv=list(argv), run_key=self.run_key(), **self._provenance(python))
         self._save(run_dir, record)
         timeout, timeout_source = self.timeout()
         record.update(timeout=timeout, timeout_source=timeout_source or None)
@@ -312,6 +380,16 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         return state.timeout, state.timeout_source
 
+    def _metric_properties(self, metrics: dict[str, Any] | None, verdicts: list[Verdict]) -> None:
+        for name, value in flatten(metrics or {}).items():
+            self.user_properties.append((f"metric.{name}", fmt(value)))
+        for verdict in verdicts:
+            word = "ok" if verdict.ok else f"FAIL ({verdict.note})" if verdict.note else "FAIL"
+            measured = "-" if verdict.measured is None else fmt(verdict.measured)
+            self.user_properties.append(
+                (f"expect.{verdict.metric}", f"{word}: {measured} vs {verdict.expected}")
+            )
+
     def _judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:
         """Metrics, verdicts, and a problem with the metrics file (if any)."""
         experiment = self.experiment
@@ -350,14 +428,7 @@ class ExperimentItem(pytest.Item):
         )
         self.user_properties.append(("exit_code", str(result.returncode)))
         self.user_properties.append(("duration", f"{result.duration:.3f}"))
-        for name, value in flatten(metrics or {}).items():
-            self.user_properties.append((f"metric.{name}", fmt(value)))
-        for verdict in verdicts:
-            word = "ok" if verdict.ok else f"FAIL ({verdict.note})" if verdict.note else "FAIL"
-            measured = "-" if verdict.measured is None else fmt(verdict.measured)
-            self.user_properties.append(
-                (f"expect.{verdict.metric}", f"{word}: {measured} vs {verdict.expected}")
-            )
+        self._metric_properties(metrics, verdicts)
         if not request.live:
             for name, path in (("stdout", request.stdout_path), ("stderr", request.stderr_path)):
                 lines, cut = tail_lines(path, SECTION_TAIL)

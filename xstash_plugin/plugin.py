@@ -26,7 +26,15 @@ from .report import (
     text_table,
 )
 from .runs import read_record, recover_crashed_run
-from .state import COMPOSE_HELP, OUTPUT_ROOT_HELP, STATE_KEY, State, get_state, make_state
+from .state import (
+    COMPOSE_HELP,
+    OUTPUT_ROOT_HELP,
+    REUSE_HELP,
+    STATE_KEY,
+    State,
+    get_state,
+    make_state,
+)
 from .sweeps import KEY_HELP, OVERRIDE_KEY
 from .yamlio import parse_yaml
 
@@ -86,6 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("xstash_kill_grace", GRACE_HELP, default="")
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
     parser.addini("xstash_compose", COMPOSE_HELP, type="bool", default=False)
+    group.addoption(
+        "--xstash-reuse",
+        dest="xstash_reuse",
+        action="store_true",
+        default=False,
+        help=REUSE_HELP,
+    )
+    parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -270,6 +286,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.result_row["order"] = index
 
 
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:
+    row = getattr(report, "xstash", None)
+    if report.when == "call" and report.passed and row and row.get("reused_from"):
+        return "passed", "r", ("PASSED (reused)", {"green": True})
+    return None
+
+
 class Results:
     """Gathers every experiment's result row (from local or xdist workers' reports) and
     reports them at the end: the terminal table and the ``--xstash-report`` file."""
@@ -293,6 +316,12 @@ class Results:
         header, body = table_rows(rows, limit=TERMINAL_METRICS)
         for line in text_table(header, body):
             terminalreporter.write_line(line)
+        reused = [row for row in rows if row.get("reused_from")]
+        if reused:
+            terminalreporter.write_line(
+                f"{len(reused)} of {len(rows)} experiment(s) reused a passed run with the same "
+                "run key (--xstash-reuse): not run again, metrics re-checked"
+            )
         for line in slow_warnings(rows):
             terminalreporter.write_line(f"warning: {line}", yellow=True)
         if self.state.report_path is not None:

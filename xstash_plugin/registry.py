@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .suggest import did_you_mean
-from .yamlio import YamlDoc, load_yaml_file
+from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
 
 META_NAME = "meta.yaml"
 TOOL_KEYS = {
@@ -157,7 +157,7 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         raise ConfigError(
             meta,
             doc.line("tools", name, key),
-            f"unknown key '{key}' in tool '{name}'.{did_you_mean(key, TOOL_KEYS)}",
+            f"unknown key {quote(key)} in tool '{name}'.{did_you_mean(key, TOOL_KEYS)}",
             "allowed keys: " + ", ".join(TOOL_KEYS),
         )
     for key in ("path", "entrypoint"):
@@ -263,7 +263,18 @@ def _check_tool_name(name: str, doc: YamlDoc) -> None:
 
 
 def load_registry(meta_path: Path) -> Registry:
-    """Load and check one ``meta.yaml``. Never raises: problems are kept in the result."""
+    """Load and check one ``meta.yaml``. Never raises: problems are kept in the result, their
+    messages free of control characters from the file (see
+    :func:`~xstash_plugin.yamlio.printable`)."""
+    registry = _load_registry(meta_path)
+    if registry.error is not None:
+        registry.error = printable_error(registry.error)
+    for name, error in registry.tool_errors.items():
+        registry.tool_errors[name] = printable_error(error)
+    return registry
+
+
+def _load_registry(meta_path: Path) -> Registry:
     repo_root = meta_path.parent.parent
     registry = Registry(meta_path=meta_path, repo_root=repo_root)
     try:
@@ -279,7 +290,7 @@ def load_registry(meta_path: Path) -> Registry:
     for dup_path, first, again in doc.duplicates:
         # YAML keeps only the last value: a repeated key silently drops tools or settings.
         if dup_path[:1] == ("tools",) and len(dup_path) == 2:
-            what = f"tool '{dup_path[1]}' is registered twice (first at line {first})"
+            what = f"tool {quote(dup_path[1])} is registered twice (first at line {first})"
             fix = "keep one entry per tool name"
         else:
             what = f"duplicate key '{'.'.join(dup_path)}' (first at line {first})"
@@ -291,7 +302,7 @@ def load_registry(meta_path: Path) -> Registry:
         registry.error = ConfigError(
             meta_path,
             doc.line(unknown[0]),
-            f"unknown top-level key '{unknown[0]}'.{did_you_mean(unknown[0], ['tools'])}",
+            f"unknown top-level key {quote(unknown[0])}.{did_you_mean(unknown[0], ['tools'])}",
             "meta.yaml has one key: 'tools'",
         )
         return registry

@@ -19,7 +19,7 @@ from .registry import RESERVED_TAGS, Registry, Tool
 from .results import Expectation, parse_expectations
 from .suggest import did_you_mean
 from .sweeps import Point, parse_sweep
-from .yamlio import YamlDoc, load_yaml_file
+from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
 
 # Orchestrator fields: never part of the tool's config.
 ORCHESTRATOR_KEYS = ("tool", "experiment", "description", "tags", "estimated_runtime", "xstash")
@@ -29,12 +29,16 @@ XSTASH_KEYS: dict[str, str] = {
     "expect": "metric name -> expectation ('>= 0.9', {ref: 0.31, tol: 0.05}, ...)",
     "sweep": "a grid {key: [values]} or a list of points [{key: value}]: one test per point",
     "timeout": "a duration ('90s', '2h'): then the tool's process tree is killed",
+    "inputs": "files or folders (relative to the repository) whose contents decide the result",
 }
 # Keys of the product contract that a later version adds; named so the error can say so.
-XSTASH_PLANNED = ("launcher", "resources", "inputs")
+XSTASH_PLANNED = ("launcher", "resources")
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# Each '${' costs about 0.2-0.4 ms to parse and resolve at collection (OmegaConf's grammar): this
+# bounds a file's check to seconds (a 10 MiB file could hold 2.5 million).
+MAX_INTERPOLATIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Experiment:
     expectations: tuple[Expectation, ...] = ()
     points: tuple[Point, ...] = ()  # sweep points; empty: a single run
     timeout: float | None = None  # xstash.timeout, seconds
+    inputs: tuple[str, ...] = ()  # xstash.inputs, relative to the repository
 
     @property
     def folder(self) -> Path:
@@ -66,8 +71,35 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _too_many_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> ConfigError | None:
+    """An error at the string where the file's ``${`` count passes :data:`MAX_INTERPOLATIONS`."""
+    count = 0
+    stack: list[tuple[tuple[str, ...], Any]] = [((), payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*path, str(k)), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*path, str(i)), v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, str):
+            count += value.count("${")
+            if count > MAX_INTERPOLATIONS:
+                return ConfigError(
+                    doc.path,
+                    doc.line(*path),
+                    f"more than {MAX_INTERPOLATIONS:,} '${{...}}' interpolations in this file "
+                    "(counted up to here): each is parsed and resolved at collection",
+                    "compute repeated values in the tool, or interpolate a shared part once; "
+                    f"xstash checks at most {MAX_INTERPOLATIONS:,} per file",
+                )
+    return None
+
+
 def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigError]:
     """Resolve every ``${...}`` the orchestrator can judge; report the ones that cannot resolve."""
+    too_many = _too_many_interpolations(doc, payload)
+    if too_many is not None:
+        return [too_many]
     from omegaconf import OmegaConf, grammar_parser
     from omegaconf.errors import (
         GrammarParseError,
@@ -181,7 +213,7 @@ def _check_name(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]) -
             ConfigError(
                 doc.path,
                 line,
-                f"experiment name {name!r} is not a plain name",
+                f"experiment name {quote(name)} is not a plain name",
                 "use 1-100 characters from letters, digits, '_', '.', '+' and '-', starting "
                 f"with a letter or digit, e.g. 'experiment: {stem}'",
             )
@@ -222,7 +254,7 @@ def _check_tool(
             ConfigError(
                 doc.path,
                 line,
-                f"'tool' must be a tool name, not {tool!r}",
+                f"'tool' must be a tool name, not {quote(tool)}",
                 f"registered: {registered}",
             )
         )
@@ -232,7 +264,7 @@ def _check_tool(
             ConfigError(
                 doc.path,
                 line,
-                f"tool '{tool}' is misconfigured in meta.yaml",
+                f"tool {quote(tool)} is misconfigured in meta.yaml",
                 "correct its entry in meta.yaml:\n"
                 + textwrap.indent(registry.tool_errors[tool].render(), "    "),
             )
@@ -243,7 +275,7 @@ def _check_tool(
             ConfigError(
                 doc.path,
                 line,
-                f"Tool not found in meta config: unknown tool '{tool}'; registered: "
+                f"Tool not found in meta config: unknown tool {quote(tool)}; registered: "
                 f"{registered}.{did_you_mean(tool, registry.names)}",
                 f"register it under 'tools:' in {registry.meta_path} or correct the name",
             )
@@ -402,6 +434,8 @@ def _check_xstash_block(
         if key == "sweep":
             points = _check_points(doc, block[key], errors)
             continue
+        if key == "inputs":
+            continue  # checked by _check_inputs, which knows the repository
         if key == "timeout":
             try:
                 timeout = parse_duration(block[key])
@@ -448,8 +482,79 @@ def _check_xstash_block(
 _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
+def _check_inputs(
+    doc: YamlDoc, block: Any, repo_root: Path, errors: list[ConfigError]
+) -> tuple[str, ...]:
+    if not isinstance(block, dict) or "inputs" not in block:
+        return ()
+    raw = block["inputs"]
+    fix = "list paths relative to the repository, e.g. inputs: [data/train.csv, data/images]"
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        errors.append(
+            ConfigError(
+                doc.path,
+                doc.line("xstash", "inputs"),
+                "'xstash.inputs' must be a list of paths",
+                fix,
+            )
+        )
+        return ()
+    found: list[str] = []
+    root = repo_root.resolve()
+    for index, item in enumerate(raw):
+        line = doc.line("xstash", "inputs", str(index))
+        if not isinstance(item, str) or not item.strip():
+            errors.append(ConfigError(doc.path, line, f"input {item!r} is not a path", fix))
+            continue
+        path = (repo_root / item).resolve()
+        if PurePosixPath(item).is_absolute() or (path != root and root not in path.parents):
+            errors.append(
+                ConfigError(
+                    doc.path, line, f"input '{item}' is outside the repository {repo_root}", fix
+                )
+            )
+            continue
+        if not path.exists():
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    line,
+                    f"input '{item}' does not exist ({path})",
+                    "create it, or correct the path (relative to the folder holding configs/)",
+                )
+            )
+            continue
+        found.append(item)
+    return tuple(found)
+
+
 def load_experiment(path: Path, registry: Registry) -> Experiment:
-    """Parse and check one experiment file; raises :class:`ConfigErrors` listing every problem."""
+    """Parse and check one experiment file; raises :class:`ConfigErrors` listing every problem.
+
+    Messages never carry a control character from the file to the terminal (see
+    :func:`~xstash_plugin.yamlio.printable`).
+    """
+    try:
+        return _load_experiment(path, registry)
+    except ConfigError as exc:
+        raise ConfigErrors([printable_error(exc)]) from None
+    except ConfigErrors as exc:
+        raise ConfigErrors([printable_error(e) for e in exc.errors]) from None
+
+
+def _load_experiment(path: Path, registry: Registry) -> Experiment:
+    real = path.resolve()
+    homes = (registry.repo_root.resolve(), registry.meta_path.parent.resolve())
+    if not any(real.is_relative_to(home) for home in homes):  # configs/ itself may be a link
+        raise ConfigError(
+            path,
+            None,
+            f"the file is a link to {real}, outside the repository {registry.repo_root}",
+            "keep experiment configs inside the repository: copy the file in, or link to a "
+            "file inside it",
+        )
     doc = load_yaml_file(path)  # a syntax error stops here: nothing else can be checked
     data = doc.data
     if data is None:
@@ -488,6 +593,7 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
     name = _check_name(doc, data, errors)
     description, tags, estimate, seconds = _check_meta_fields(doc, data, errors)
     metrics_file, expectations, points, timeout = _check_xstash_block(doc, data, errors)
+    inputs = _check_inputs(doc, data.get("xstash"), registry.repo_root, errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
@@ -508,4 +614,5 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
         expectations=expectations,
         points=points,
         timeout=timeout,
+        inputs=inputs,
     )

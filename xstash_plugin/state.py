@@ -13,8 +13,10 @@ from .command import overrides_for
 from .compose import ComposeChecker
 from .envs import EnvManager
 from .errors import ConfigError, ConfigErrors, XstashError
+from .keys import KeyMaker
 from .launchers.local import GRACE_SECONDS
 from .registry import META_NAME, Registry, load_registry
+from .reuse import ReuseIndex
 from .spec import Experiment, load_experiment
 from .sweeps import Point
 
@@ -22,6 +24,11 @@ COMPOSE_HELP = (
     "also let each tool compose each experiment (and sweep point) at collection, without "
     "running it (Hydra's --cfg job --resolve): unknown keys, missing group options and bad "
     "interpolations become collection errors; verdicts are cached by content"
+)
+REUSE_HELP = (
+    "do not run an experiment again when a passed run with the same run key (tool code, "
+    "dependencies, config as sent, overrides, declared inputs) exists in the output root: "
+    "re-check its metrics against the current expectations instead (also: resume)"
 )
 OUTPUT_ROOT_HELP = "folder for run directories (default: 'outputs' next to the pytest rootdir)"
 
@@ -48,6 +55,9 @@ class State:
     grace: float = GRACE_SECONDS  # ini xstash_kill_grace
     compose: ComposeChecker | None = None  # --xstash-compose
     sigterm_installed: bool = False
+    keys: KeyMaker = field(default_factory=KeyMaker)
+    reuse: ReuseIndex | None = None  # --xstash-reuse
+    reported: set[str] = field(default_factory=set)  # warnings already given
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
 
     def configs_root(self, folder: Path) -> Path | None:
@@ -122,6 +132,7 @@ def make_state(config: pytest.Config) -> State:
     output_root = resolve_output_root(config)
     envs = EnvManager(output_root / ".xstash", session_id)
     compose = config.getoption("xstash_compose") or config.getini("xstash_compose")
+    reuse = config.getoption("xstash_reuse") or config.getini("xstash_reuse")
     return State(
         config=config,
         output_root=output_root,
@@ -129,6 +140,7 @@ def make_state(config: pytest.Config) -> State:
         live=config.getoption("capture") == "no",
         envs=envs,
         compose=ComposeChecker(output_root / ".xstash", envs) if compose else None,
+        reuse=ReuseIndex(output_root) if reuse else None,
     )
 
 

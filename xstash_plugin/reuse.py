@@ -1,0 +1,55 @@
+"""``--xstash-reuse``: an experiment whose run key matches a passed run is not run again.
+
+The passed run's metrics are checked against the config's current expectations (which may have
+changed), so a reused run passes or fails honestly. Failed, timed-out, interrupted or crashed
+runs are never reused, which makes resuming an interrupted suite a matter of running it again
+with ``--xstash-reuse``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .runs import RECORD_NAME, read_record
+
+
+class ReuseIndex:
+    """Passed runs by run key, per config folder, read once per pytest process."""
+
+    def __init__(self, output_root: Path) -> None:
+        self.output_root = output_root
+        self._folders: dict[Path, dict[str, tuple[float, Path]]] = {}
+        self.problems: list[str] = []  # unreadable records, reported once each
+
+    def find(self, config_relpath: Path, run_key: str) -> Path | None:
+        folder = self.output_root / config_relpath.with_suffix("")
+        if folder not in self._folders:
+            self._folders[folder] = self._scan(folder)
+        found = self._folders[folder].get(run_key)
+        return found[1] if found else None
+
+    def _scan(self, folder: Path) -> dict[str, tuple[float, Path]]:
+        index: dict[str, tuple[float, Path]] = {}
+        try:
+            run_dirs = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
+        except OSError:
+            return index
+        for run_dir in run_dirs:
+            try:
+                record: Any = read_record(run_dir)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as exc:
+                self.problems.append(
+                    f"ignoring the unreadable run record {run_dir / RECORD_NAME} ({exc}); "
+                    "delete that run directory if it is broken"
+                )
+                continue
+            key, ended = record.get("run_key"), record.get("ended")
+            if record.get("status") != "passed" or not isinstance(key, str):
+                continue
+            stamp = float(ended) if isinstance(ended, (int, float)) else 0.0
+            if key not in index or stamp > index[key][0]:
+                index[key] = (stamp, run_dir)
+        return index
