@@ -113,7 +113,7 @@ ROUND_TRIP: list[tuple[str, Any]] = [
     ("[]", []),
     ("{}", {}),
     ("0.1", 0.1),
-    ("1.0e-05", 1e-05),  # PyYAML needs the '.'; plain 1e-05: see the xfail test below
+    ("1.0e-05", 1e-05),
     ("-3", -3),
     ("0", 0),
     ("true", True),
@@ -308,13 +308,6 @@ def test_yaml_dates_in_a_sweep_reach_the_tool_as_in_the_body(repo: Project) -> N
     assert typed(seen["cfg"]["day"]) == typed(seen["cfg"]["when"]) == typed("2024-02-29")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xstash reads YAML with PyYAML, which loads 1e-5 (no '.') as the string '1e-5'; the "
-    "sweep sends it quoted, so the tool gets a string, while the same text in the config body is "
-    "dumped plain and OmegaConf reads a float (yamlio.py's loader needs OmegaConf's float "
-    "resolver, runs.write_tool_config must quote strings OmegaConf would read as floats)",
-)
 def test_scientific_notation_in_a_sweep_is_a_float_as_in_the_body(repo: Project) -> None:
     repo.config("e.yaml", "tool: t\nexperiment: e\nbody: 1e-5\nxstash:\n  sweep: {+v: [1e-5]}\n")
     repo.pytester.runpytest("configs").assert_outcomes(passed=1)
@@ -527,11 +520,6 @@ def test_cli_override_value_starting_with_hash_is_a_string() -> None:
     assert parse_cli_overrides(["color=#ff0000"]) == (("color", "#ff0000"),)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin.parse_cli_overrides reads VALUE with PyYAML, which loads 1e-5 as a string; "
-    "Hydra and OmegaConf read it as a float",
-)
 def test_cli_override_scientific_notation_is_a_float() -> None:
     assert typed(parse_cli_overrides(["lr=1e-5"])) == typed((("lr", 1e-05),))
 

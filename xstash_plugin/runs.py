@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .yamlio import dump_yaml
 
 RECORD_NAME = "xstash.json"
 CONFIG_DIR = "xstash_config"
@@ -42,7 +42,7 @@ def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
     """Write the tool's view of the config where Hydra will find it; returns its folder."""
     folder = run_dir / CONFIG_DIR
     folder.mkdir(exist_ok=True)
-    text = yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
+    text = dump_yaml(payload)
     (folder / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
     return folder
 

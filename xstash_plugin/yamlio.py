@@ -23,7 +23,48 @@ import yaml
 
 from .errors import ConfigError
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C loader when built
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C loader if built
+
+# Read YAML the way the tool will (OmegaConf's loader, inside Hydra): `1e-5` is a float (PyYAML
+# alone says string) and `2024-01-01` stays a string (PyYAML alone says date). Otherwise a
+# value would change type between the config and the tool.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+def _omegaconf_resolvers(cls: Any) -> None:
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
+        for first, resolvers in cls.yaml_implicit_resolvers.items()
+    }
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes any string OmegaConf would read back as another type."""
+
+
+_omegaconf_resolvers(_Loader)
+_omegaconf_resolvers(_Dumper)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that OmegaConf reads back as exactly ``data``."""
+    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return text
+
 
 # The limits below keep every downstream step (OmegaConf, Hydra, JSON, hashing) bounded.
 MAX_FILE_BYTES = 10 * 1024 * 1024  # 10 MiB: a config holds settings, not data
