@@ -356,18 +356,11 @@ def test_every_problem_of_a_file_is_reported_at_once(repo: Project) -> None:
             id="unknown",
         ),
         pytest.param(
-            "xstash:\n  launcher: slurm",
+            "xstash:\n  launcher: kubernetes",
             4,
-            ("'xstash.launcher' is not supported by this version of xstash yet",),
-            "remove it for now",
-            id="planned-launcher",
-        ),
-        pytest.param(
-            "xstash:\n  resources: {gpus: 1}",
-            4,
-            ("'xstash.resources' is not supported by this version of xstash yet",),
-            "remove it for now",
-            id="planned-resources",
+            ("launcher 'kubernetes' is not one of local, slurm",),
+            "write launcher: local or launcher: slurm",
+            id="bad-launcher",
         ),
         pytest.param(
             "xstash: [timeout]", 3, ("'xstash' must be a mapping",), "xstash: {", id="not-mapping"

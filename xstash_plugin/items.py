@@ -19,6 +19,7 @@ from .durations import format_duration
 from .envs import uv_version, venv_python
 from .errors import EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
+from .launchers.slurm import submit as submit_slurm
 from .report import flatten, fmt
 from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
 from .runs import (
@@ -342,6 +343,12 @@ class ExperimentItem(pytest.Item):
             live=state.live,
         )
 
+        launcher = self.launcher()
+        record["launcher"] = launcher
+        if launcher == "slurm":
+            self._run_slurm(request, record)
+            return
+
         def started(pid: int) -> None:
             # Who runs it: a controller that sees this worker die can find the run and its
             # orphaned process group by these.
@@ -372,6 +379,72 @@ class ExperimentItem(pytest.Item):
             self.record_error = (
                 f"the run record {run_dir / 'xstash.json'} could not be written: {exc}"
             )
+
+    def launcher(self) -> str:
+        """Most specific first: the config's xstash.launcher, the tool's, the session's."""
+        state = get_state(self.config)
+        return self.experiment.launcher or self.experiment.tool.launcher or state.launcher
+
+    def _run_slurm(self, request: RunRequest, record: dict[str, Any]) -> None:
+        state = get_state(self.config)
+        resources = {**self.experiment.tool.resources, **self.experiment.resources}
+        folder = state.output_root / ".xstash" / "slurm" / state.session_id
+        try:
+            job = submit_slurm(request, folder, resources, self.experiment.name)
+        except Exception as exc:  # sbatch refused (bad partition, no cluster, ...)
+            record.update(status="error", error=f"sbatch failed: {exc}", ended=time.time())
+            self._save(request.run_dir, record)
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): submitting the SLURM job "
+                f"failed: {str(exc).strip()[-2000:]}\nrun directory: {request.run_dir}"
+            ) from None
+        record.update(
+            job_id=job.job_id,
+            slurm_state="PENDING",
+            resources=resources,
+            session=state.session_id,
+            worker_pid=os.getpid(),
+        )
+        self._save(request.run_dir, record)
+        self.user_properties.append(("job_id", job.job_id))
+        try:
+            result = job.wait()
+        except BaseException:
+            record.update(status="interrupted", ended=time.time(), slurm_state="CANCELLED")
+            self.result_row.update(status="interrupted")
+            self._save(request.run_dir, record)
+            job.cancel()
+            raise
+        record["slurm_state"] = result.state
+        if result.state == "COMPLETED" and result.returncode is not None:
+            local = RunResult(
+                returncode=result.returncode, started=result.started, ended=result.ended, pid=0
+            )
+            self._finish(request, local, record)
+            return
+        status = "timeout" if result.state == "TIMEOUT" else "failed"
+        record.update(status=status, ended=result.ended, duration=round(result.duration, 3))
+        self._save(request.run_dir, record)
+        self.result_row.update(status=status, duration=round(result.duration, 3))
+        parts = [
+            f"experiment '{self.name}' ({self.config_relpath}): SLURM job {result.job_id} "
+            f"ended {result.state} after {format_duration(result.duration)}"
+            + (f" (tool exit code {result.returncode})" if result.returncode else ""),
+            f"command: {shlex.join(request.argv)}",
+            f"run directory: {request.run_dir}",
+        ]
+        for label, path in (
+            ("stdout", request.stdout_path),
+            ("stderr", request.stderr_path),
+            ("SLURM job log", result.log),
+        ):
+            if path is None:
+                continue
+            lines, _ = tail_lines(path, 15)
+            if lines:
+                parts.append(f"last {len(lines)} lines of {label} ({path}):")
+                parts.extend("  " + line for line in lines)
+        raise RunFailed("\n".join(parts))
 
     def timeout(self) -> tuple[float | None, str]:
         """The run's time limit and where it comes from: the config's own, else the session's."""

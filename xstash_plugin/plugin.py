@@ -91,6 +91,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=TIMEOUT_HELP,
     )
     parser.addini("xstash_timeout", TIMEOUT_HELP, default="")
+    group.addoption(
+        "--xstash-launcher",
+        dest="xstash_launcher",
+        default=None,
+        choices=["local", "slurm"],
+        help="where experiments run when neither their config nor their tool says: local "
+        "(default) or slurm (one SLURM job per experiment, through submitit)",
+    )
     parser.addini("xstash_kill_grace", GRACE_HELP, default="")
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
     parser.addini("xstash_compose", COMPOSE_HELP, type="bool", default=False)
@@ -108,6 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = make_state(config)
     config.stash[STATE_KEY] = state
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
+    state.launcher = config.getoption("xstash_launcher") or "local"
     # SIGTERM (a scheduler, `kill`, a CI timeout) stops runs like Ctrl-C does: records say
     # 'interrupted' and tools' process trees are killed, instead of pytest vanishing.
     if (

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .resources import check_launcher, check_resources
 from .suggest import did_you_mean
 from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
 
@@ -25,6 +26,8 @@ TOOL_KEYS = {
     "env": "'uv' (default), 'system' (the interpreter running pytest) or a path to a python",
     "python": "the Python uv builds the tool's environment with (default: the one running pytest)",
     "pass_experiment": "true to also give the tool the key 'experiment' in its config",
+    "launcher": "'local' (default) or 'slurm': where this tool's experiments run",
+    "resources": "SLURM resources for this tool's jobs: {partition, time, cpus, gpus, mem, ...}",
 }
 
 # A tool's name is a marker of its experiments (``-m <tool>``), as tags are.
@@ -63,6 +66,8 @@ class Tool:
     pass_experiment: bool
     meta_path: Path
     line: int
+    launcher: str | None = None  # None: not set in meta.yaml
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def module_style(self) -> bool:
@@ -231,6 +236,21 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
             "pass_experiment must be true/false",
             "write pass_experiment: true (or false, the default)",
         )
+    launcher: str | None = None
+    resources: dict[str, Any] = {}
+    try:
+        if "launcher" in spec:
+            launcher = check_launcher(spec["launcher"])
+        if "resources" in spec:
+            resources = check_resources(spec["resources"])
+    except ValueError as exc:
+        key = "launcher" if launcher is None and "launcher" in spec else "resources"
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, key),
+            f"tool '{name}': {exc}",
+            "launcher: local | slurm; resources: {partition: gpu, time: 2h, cpus: 4, mem: 16G}",
+        ) from None
     return Tool(
         name=name,
         path=tool_dir,
@@ -241,6 +261,8 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         pass_experiment=pass_experiment,
         meta_path=meta,
         line=line,
+        launcher=launcher,
+        resources=resources,
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .durations import DURATION_HELP, parse_duration
 from .errors import ConfigError, ConfigErrors
 from .registry import RESERVED_TAGS, Registry, Tool
+from .resources import ResourceError, check_launcher, check_resources
 from .results import Expectation, parse_expectations
 from .suggest import did_you_mean
 from .sweeps import Point, parse_sweep
@@ -30,9 +31,9 @@ XSTASH_KEYS: dict[str, str] = {
     "sweep": "a grid {key: [values]} or a list of points [{key: value}]: one test per point",
     "timeout": "a duration ('90s', '2h'): then the tool's process tree is killed",
     "inputs": "files or folders (relative to the repository) whose contents decide the result",
+    "launcher": "'local' or 'slurm' (default: the tool's launcher in meta.yaml, else local)",
+    "resources": "SLURM resources: {partition, time, cpus, gpus, mem, nodes, account, ...}",
 }
-# Keys of the product contract that a later version adds; named so the error can say so.
-XSTASH_PLANNED = ("launcher", "resources")
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -59,6 +60,8 @@ class Experiment:
     points: tuple[Point, ...] = ()  # sweep points; empty: a single run
     timeout: float | None = None  # xstash.timeout, seconds
     inputs: tuple[str, ...] = ()  # xstash.inputs, relative to the repository
+    launcher: str | None = None  # xstash.launcher
+    resources: dict[str, Any] = field(default_factory=dict)  # xstash.resources
 
     @property
     def folder(self) -> Path:
@@ -434,8 +437,8 @@ def _check_xstash_block(
         if key == "sweep":
             points = _check_points(doc, block[key], errors)
             continue
-        if key == "inputs":
-            continue  # checked by _check_inputs, which knows the repository
+        if key in ("inputs", "launcher", "resources"):
+            continue  # checked by _check_inputs and _check_launch
         if key == "timeout":
             try:
                 timeout = parse_duration(block[key])
@@ -456,30 +459,55 @@ def _check_xstash_block(
             expectations = tuple(found)
             errors.extend(problems)
             continue
-        if key in XSTASH_PLANNED:
-            errors.append(
-                ConfigError(
-                    doc.path,
-                    line,
-                    f"'xstash.{key}' is not supported by this version of xstash yet",
-                    "remove it for now; supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
-                )
+        errors.append(
+            ConfigError(
+                doc.path,
+                line,
+                f"unknown key 'xstash.{key}'.{did_you_mean(key, XSTASH_KEYS)}",
+                "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
             )
-        else:
-            errors.append(
-                ConfigError(
-                    doc.path,
-                    line,
-                    f"unknown key 'xstash.{key}'."
-                    f"{did_you_mean(key, [*XSTASH_KEYS, *XSTASH_PLANNED])}",
-                    "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
-                )
-            )
+        )
     return metrics_file, expectations, points, timeout
 
 
 # What a YAML top level that is not a mapping is, in the words of a YAML file's author.
 _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _check_launch(
+    doc: YamlDoc, block: Any, errors: list[ConfigError]
+) -> tuple[str | None, dict[str, Any]]:
+    if not isinstance(block, dict):
+        return None, {}
+    launcher: str | None = None
+    resources: dict[str, Any] = {}
+    if "launcher" in block:
+        try:
+            launcher = check_launcher(block["launcher"])
+        except ValueError as exc:
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    doc.line("xstash", "launcher"),
+                    str(exc),
+                    "write launcher: local or launcher: slurm",
+                )
+            )
+    if "resources" in block:
+        try:
+            resources = check_resources(block["resources"])
+        except ResourceError as exc:
+            where = ("xstash", "resources", exc.key) if exc.key else ("xstash", "resources")
+            line = doc.line(*where)
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    line,
+                    f"xstash.resources: {exc}",
+                    "e.g. resources: {partition: gpu, time: 2h, cpus: 4, gpus: 1, mem: 16G}",
+                )
+            )
+    return launcher, resources
 
 
 def _check_inputs(
@@ -594,6 +622,7 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
     description, tags, estimate, seconds = _check_meta_fields(doc, data, errors)
     metrics_file, expectations, points, timeout = _check_xstash_block(doc, data, errors)
     inputs = _check_inputs(doc, data.get("xstash"), registry.repo_root, errors)
+    launcher, resources = _check_launch(doc, data.get("xstash"), errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
@@ -615,4 +644,6 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
         points=points,
         timeout=timeout,
         inputs=inputs,
+        launcher=launcher,
+        resources=resources,
     )

@@ -55,6 +55,7 @@ class State:
     grace: float = GRACE_SECONDS  # ini xstash_kill_grace
     compose: ComposeChecker | None = None  # --xstash-compose
     sigterm_installed: bool = False
+    launcher: str = "local"  # --xstash-launcher
     keys: KeyMaker = field(default_factory=KeyMaker)
     reuse: ReuseIndex | None = None  # --xstash-reuse
     reported: set[str] = field(default_factory=set)  # warnings already given

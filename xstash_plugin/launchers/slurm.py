@@ -1,0 +1,144 @@
+"""Run a tool as a SLURM job through submitit (the library Hydra's own SLURM launcher uses).
+
+The job runs exactly the command the local launcher would (same tool environment, Hydra flags
+and run directory), writing the run directory's ``stdout.log``/``stderr.log``; this assumes the
+run directory and the tool's environment are on a filesystem the compute nodes share.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .local import RunRequest
+
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
+POLL_SECONDS = 0.5
+VANISHED_SECONDS = 120.0  # a job neither queued nor in accounting for this long is lost
+
+
+def run_command(argv: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str) -> int:
+    """What the job runs on the node: the tool, its output into the run directory."""
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        return subprocess.call(
+            argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
+
+
+@dataclass(frozen=True)
+class SlurmResult:
+    job_id: str
+    state: str
+    returncode: int | None  # the tool's exit code when the job COMPLETED
+    started: float
+    ended: float
+    log: Path | None  # submitit's own log of the job (SLURM's messages land there)
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+def sbatch_parameters(
+    resources: dict[str, Any], timeout: float | None, name: str
+) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for xstash resources."""
+    params: dict[str, Any] = {"job_name": f"xstash-{name}"[:100]}
+    seconds = resources.get("time", timeout)
+    if seconds is not None:
+        params["time"] = max(1, math.ceil(float(seconds) / 60))
+    mapping = {
+        "partition": "partition",
+        "cpus": "cpus_per_task",
+        "gpus": "gpus_per_node",
+        "nodes": "nodes",
+        "account": "account",
+        "qos": "qos",
+        "constraint": "constraint",
+    }
+    for key, target in mapping.items():
+        if key in resources:
+            params[target] = resources[key]
+    if "mem" in resources:
+        params["mem"] = f"{resources['mem']}M"
+    if resources.get("extra"):
+        params["additional_parameters"] = dict(resources["extra"])
+    return params
+
+
+class SlurmJob:
+    """One submitted run; ``wait`` polls until SLURM says it ended (bounded)."""
+
+    def __init__(self, job: Any, request: RunRequest) -> None:
+        self.job = job
+        self.request = request
+        self.submitted = time.time()
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job.job_id)
+
+    def wait(self) -> SlurmResult:
+        unknown_since: float | None = None
+        while True:
+            state = str(self.job.get_info().get("State") or self.job.state or "UNKNOWN")
+            state = state.split()[0].upper()
+            if state in FINAL_STATES:
+                break
+            if state == "UNKNOWN":
+                unknown_since = unknown_since or time.monotonic()
+                if time.monotonic() - unknown_since > VANISHED_SECONDS:
+                    state = "VANISHED"
+                    break
+            else:
+                unknown_since = None
+            time.sleep(POLL_SECONDS)
+        returncode: int | None = None
+        if state == "COMPLETED":
+            try:
+                returncode = int(self.job.result())
+            except Exception:  # the job's Python failed after the tool: SLURM says COMPLETED
+                returncode = None
+        log = Path(self.job.paths.stderr)
+        return SlurmResult(
+            self.job_id,
+            state,
+            returncode,
+            self.submitted,
+            time.time(),
+            log if log.exists() else None,
+        )
+
+    def cancel(self) -> None:
+        subprocess.run(["scancel", self.job_id], capture_output=True, check=False, timeout=30)
+
+
+def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: str) -> SlurmJob:
+    """Submit ``request`` as one sbatch job; raises OSError-like errors from sbatch as is."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(**sbatch_parameters(resources, request.timeout, name))
+    job = executor.submit(
+        run_command,
+        list(request.argv),
+        str(request.cwd),
+        dict(request.env),
+        str(request.stdout_path),
+        str(request.stderr_path),
+    )
+    return SlurmJob(job, request)

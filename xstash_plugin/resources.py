@@ -1,0 +1,106 @@
+"""Launchers and their resources, as configs and meta.yaml declare them.
+
+``launcher: slurm`` (a tool's default in meta.yaml, ``xstash.launcher`` in a config, or
+``--xstash-launcher`` for the session) runs an experiment as a SLURM job; ``resources`` say what
+the job asks for. Everything is checked at collection.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .durations import DURATION_HELP, parse_duration
+
+LAUNCHERS = ("local", "slurm")
+RESOURCE_KEYS = {
+    "partition": "SLURM partition",
+    "time": "time limit, a duration ('2h', '30m')",
+    "cpus": "CPUs per task",
+    "gpus": "GPUs per node",
+    "mem": "memory per node, e.g. 4G, 500M, 16GB",
+    "nodes": "number of nodes",
+    "account": "account to charge",
+    "qos": "quality of service",
+    "constraint": "node features, e.g. 'a100|v100'",
+    "extra": "any other sbatch options, as a mapping: {exclusive: true, 'mail-type': END}",
+}
+_MEM = re.compile(r"([0-9]+)\s*([KMGT])?B?", re.I)
+_NAME = re.compile(r"[A-Za-z0-9_.,|&:!()\[\]*-]+")
+
+
+class ResourceError(ValueError):
+    """A bad resource; ``key`` names it (None: the mapping as a whole)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def check_launcher(value: Any) -> str:
+    if value not in LAUNCHERS:
+        raise ValueError(f"launcher {value!r} is not one of {', '.join(LAUNCHERS)}")
+    return str(value)
+
+
+def mem_megabytes(value: Any) -> int:
+    """'4G' -> 4096; an int is megabytes (as sbatch --mem)."""
+    if isinstance(value, bool):
+        raise ValueError(f"mem {value!r} is not a memory size")
+    if isinstance(value, int) and value > 0:
+        return value
+    match = _MEM.fullmatch(str(value).strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"mem {value!r} is not a memory size (write 4G, 500M, 16GB)")
+    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    scaled = number * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    if scaled < 1:
+        raise ValueError(f"mem {value!r} is less than one megabyte")
+    return int(scaled)
+
+
+def check_resources(value: Any) -> dict[str, Any]:
+    """The resources mapping, normalised; raises ValueError naming the key."""
+    if not isinstance(value, dict):
+        raise ResourceError(f"resources must be a mapping, not {value!r}")
+    out: dict[str, Any] = {}
+    for key, raw in value.items():
+        key = str(key)
+        if key not in RESOURCE_KEYS:
+            from .suggest import did_you_mean
+
+            raise ResourceError(
+                f"unknown resource '{key}'.{did_you_mean(key, RESOURCE_KEYS)} "
+                f"Known: {', '.join(RESOURCE_KEYS)}",
+                key,
+            )
+        if key == "time":
+            try:
+                seconds = parse_duration(raw)
+            except ValueError as exc:
+                raise ResourceError(f"time: {exc}; write {DURATION_HELP}", key) from None
+            if seconds <= 0:
+                raise ResourceError(f"time {raw!r} must be more than zero", key)
+            out[key] = seconds
+        elif key == "mem":
+            try:
+                out[key] = mem_megabytes(raw)
+            except ValueError as exc:
+                raise ResourceError(str(exc), key) from None
+        elif key in ("cpus", "gpus", "nodes"):
+            if (
+                isinstance(raw, bool)
+                or not isinstance(raw, int)
+                or raw < (0 if key == "gpus" else 1)
+            ):
+                raise ResourceError(f"{key} must be a whole number, not {raw!r}", key)
+            out[key] = raw
+        elif key == "extra":
+            if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+                raise ResourceError("extra must be a mapping of sbatch option to value", key)
+            out[key] = dict(raw)
+        else:
+            if not isinstance(raw, str) or not _NAME.fullmatch(raw):
+                raise ResourceError(f"{key} must be a name, not {raw!r}", key)
+            out[key] = raw
+    return out
