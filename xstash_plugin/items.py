@@ -19,6 +19,7 @@ from .durations import format_duration
 from .envs import uv_version, venv_python
 from .errors import EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
+from .launchers.slurm import SlurmJob
 from .launchers.slurm import submit as submit_slurm
 from .report import flatten, fmt
 from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
@@ -149,6 +150,10 @@ class ExperimentItem(pytest.Item):
             self.add_marker(tag)
         self.run_dir: Path | None = None
         self.record_error: str | None = None
+        self.prepared: tuple[RunRequest, dict[str, Any]] | None = None
+        self.slurm_job: SlurmJob | None = None
+        self.presubmit_error: RunFailed | None = None
+        self.slurm_finished = False
         # What the controller's results table needs; travels to it on the test report.
         self.result_row: dict[str, Any] = {
             "id": self.nodeid,
@@ -281,10 +286,9 @@ class ExperimentItem(pytest.Item):
             )
         return True
 
-    def runtest(self) -> None:
+    def _prepare(self) -> tuple[RunRequest, dict[str, Any]]:
+        """Run directory, record, environment and command: all but starting the tool."""
         state = get_state(self.config)
-        if state.reuse is not None and self._reuse():
-            return
         experiment = self.experiment
         tool = experiment.tool
         key = content_key({"config": experiment.payload, "overrides": self.overrides})
@@ -343,11 +347,47 @@ class ExperimentItem(pytest.Item):
             live=state.live,
         )
 
-        launcher = self.launcher()
-        record["launcher"] = launcher
-        if launcher == "slurm":
+        record["launcher"] = self.launcher()
+        return request, record
+
+    def cancel_pending(self) -> None:
+        """The session ends (-x, Ctrl-C) before this submitted job was waited for: cancel it."""
+        if self.slurm_job is None or self.slurm_finished or self.prepared is None:
+            return
+        self.slurm_finished = True
+        self.slurm_job.cancel()
+        request, record = self.prepared
+        if record.get("status") == "running":
+            record.update(
+                status="interrupted",
+                ended=time.time(),
+                slurm_state="CANCELLED",
+                error="the session ended before this job finished; it was cancelled",
+            )
+            self._save(request.run_dir, record)
+
+    def presubmit(self) -> None:
+        """Submit this experiment's SLURM job now (the session submits all before running any);
+        a problem is kept and reported by runtest."""
+        try:
+            self.prepared = self._prepare()
+            self._submit(*self.prepared)
+        except RunFailed as exc:
+            self.presubmit_error = exc
+
+    def runtest(self) -> None:
+        state = get_state(self.config)
+        if self.slurm_job is None and state.reuse is not None and self._reuse():
+            return
+        if self.prepared is None:
+            self.prepared = self._prepare()
+        request, record = self.prepared
+        if self.launcher() == "slurm":
             self._run_slurm(request, record)
             return
+        tool = self.experiment.tool
+        argv = request.argv
+        run_dir = request.run_dir
 
         def started(pid: int) -> None:
             # Who runs it: a controller that sees this worker die can find the run and its
@@ -385,7 +425,7 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         return self.experiment.launcher or self.experiment.tool.launcher or state.launcher
 
-    def _run_slurm(self, request: RunRequest, record: dict[str, Any]) -> None:
+    def _submit(self, request: RunRequest, record: dict[str, Any]) -> None:
         state = get_state(self.config)
         resources = {**self.experiment.tool.resources, **self.experiment.resources}
         folder = state.output_root / ".xstash" / "slurm" / state.session_id
@@ -407,8 +447,18 @@ class ExperimentItem(pytest.Item):
         )
         self._save(request.run_dir, record)
         self.user_properties.append(("job_id", job.job_id))
+        self.slurm_job = job
+
+    def _run_slurm(self, request: RunRequest, record: dict[str, Any]) -> None:
+        if self.presubmit_error is not None:
+            raise self.presubmit_error
+        if self.slurm_job is None:
+            self._submit(request, record)
+        job = self.slurm_job
+        assert job is not None
         try:
             result = job.wait()
+            self.slurm_finished = True
         except BaseException:
             record.update(status="interrupted", ended=time.time(), slurm_state="CANCELLED")
             self.result_row.update(status="interrupted")

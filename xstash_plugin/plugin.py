@@ -295,6 +295,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.result_row["order"] = index
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Submit every SLURM experiment of the session before the first test waits, so N
+    experiments are N jobs in flight even without -n. Not under xdist: there each worker runs
+    an unknown share of the items, so each submits its own as it reaches them."""
+    config = session.config
+    if (
+        hasattr(config, "workerinput")
+        or getattr(config.option, "dist", "no") != "no"
+        or config.option.collectonly
+        or get_state(config).reuse is not None  # a reusable run must not be submitted
+    ):
+        return
+    for item in session.items:
+        if isinstance(item, ExperimentItem) and item.launcher() == "slurm":
+            item.presubmit()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # -x, Ctrl-C or a crash ended the session early: jobs nobody waits for are cancelled.
+    for item in getattr(session, "items", []):
+        if isinstance(item, ExperimentItem):
+            item.cancel_pending()
+
+
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:
     row = getattr(report, "xstash", None)
     if report.when == "call" and report.passed and row and row.get("reused_from"):

@@ -75,8 +75,11 @@ def sbatch_parameters(
             params[target] = resources[key]
     if "mem" in resources:
         params["mem"] = f"{resources['mem']}M"
-    if resources.get("extra"):
-        params["additional_parameters"] = dict(resources["extra"])
+    # submitit asks SLURM for USR2 90 s before the time limit and, for a function that cannot
+    # checkpoint, answers it by failing the job (and SLURM hands USR2 to the tool, too): the
+    # tool would die early as FAILED. SIGURG is ignored by default; the limit itself then ends
+    # the job (SIGTERM, SIGKILL after KillWait) as TIMEOUT.
+    params["additional_parameters"] = {"signal": "URG@90", **dict(resources.get("extra") or {})}
     return params
 
 
