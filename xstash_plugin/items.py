@@ -20,6 +20,7 @@ from .envs import uv_version, venv_python
 from .errors import EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
 from .launchers.slurm import SlurmJob
+from .launchers.slurm import attach as attach_slurm
 from .launchers.slurm import submit as submit_slurm
 from .report import flatten, fmt
 from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
@@ -366,12 +367,38 @@ class ExperimentItem(pytest.Item):
             )
             self._save(request.run_dir, record)
 
+    def _attach(self) -> bool:
+        """Find this experiment's job submitted by an earlier (detached) session, with the same
+        run key and still 'submitted': wait for it instead of submitting it again."""
+        state = get_state(self.config)
+        try:
+            state.envs.python_for(self.experiment.tool)
+        except EnvError:
+            return False
+        found = state.submitted.find(self.config_relpath, self.run_key())
+        if found is None:
+            return False
+        run_dir, record = found
+        try:
+            self.slurm_job = attach_slurm(record, self._environment(str(record["argv"][0])))
+        except (KeyError, ValueError, OSError):
+            return False
+        request = self.slurm_job.request
+        record.update(attached_by=state.session_id, status="running")
+        self.run_dir = run_dir
+        self.result_row.update(run_dir=str(run_dir))
+        self.user_properties.extend([("run_dir", str(run_dir)), ("job_id", self.slurm_job.job_id)])
+        self.prepared = (request, record)
+        self._save(run_dir, record)
+        return True
+
     def presubmit(self) -> None:
         """Submit this experiment's SLURM job now (the session submits all before running any);
         a problem is kept and reported by runtest."""
         try:
-            self.prepared = self._prepare()
-            self._submit(*self.prepared)
+            if not self._attach():
+                self.prepared = self._prepare()
+                self._submit(*self.prepared)
         except RunFailed as exc:
             self.presubmit_error = exc
 
@@ -379,6 +406,8 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         if self.slurm_job is None and state.reuse is not None and self._reuse():
             return
+        if self.prepared is None and self.launcher() == "slurm":
+            self._attach()
         if self.prepared is None:
             self.prepared = self._prepare()
         request, record = self.prepared
@@ -440,6 +469,7 @@ class ExperimentItem(pytest.Item):
             ) from None
         record.update(
             job_id=job.job_id,
+            slurm_folder=str(folder),
             slurm_state="PENDING",
             resources=resources,
             session=state.session_id,
@@ -456,6 +486,15 @@ class ExperimentItem(pytest.Item):
             self._submit(request, record)
         job = self.slurm_job
         assert job is not None
+        if get_state(self.config).detach:
+            self.slurm_finished = True  # nobody waits, and nobody cancels it either
+            record.update(status="submitted")
+            self._save(request.run_dir, record)
+            self.result_row.update(status="submitted", run_dir=str(request.run_dir))
+            pytest.skip(
+                f"detached: SLURM job {job.job_id} submitted; run the same pytest command again "
+                "(without --xstash-detach) to collect its result"
+            )
         try:
             result = job.wait()
             self.slurm_finished = True

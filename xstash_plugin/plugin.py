@@ -92,6 +92,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("xstash_timeout", TIMEOUT_HELP, default="")
     group.addoption(
+        "--xstash-detach",
+        dest="xstash_detach",
+        action="store_true",
+        default=False,
+        help="submit SLURM experiments and exit at once (each reported as skipped: submitted, "
+        "with its job id); a later pytest over the same configs attaches to those jobs",
+    )
+    group.addoption(
         "--xstash-launcher",
         dest="xstash_launcher",
         default=None,
@@ -117,6 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE_KEY] = state
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
     state.launcher = config.getoption("xstash_launcher") or "local"
+    state.detach = bool(config.getoption("xstash_detach"))
     # SIGTERM (a scheduler, `kill`, a CI timeout) stops runs like Ctrl-C does: records say
     # 'interrupted' and tools' process trees are killed, instead of pytest vanishing.
     if (

@@ -53,3 +53,31 @@ class ReuseIndex:
             if key not in index or stamp > index[key][0]:
                 index[key] = (stamp, run_dir)
         return index
+
+
+class SubmittedIndex:
+    """Runs a detached session left 'submitted' (a SLURM job, no result yet), by run key."""
+
+    def __init__(self, output_root: Path) -> None:
+        self.output_root = output_root
+        self._folders: dict[Path, dict[str, tuple[Path, dict[str, Any]]]] = {}
+
+    def find(self, config_relpath: Path, run_key: str) -> tuple[Path, dict[str, Any]] | None:
+        folder = self.output_root / config_relpath.with_suffix("")
+        if folder not in self._folders:
+            found: dict[str, tuple[Path, dict[str, Any]]] = {}
+            try:
+                run_dirs = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
+            except OSError:
+                run_dirs = []
+            for run_dir in run_dirs:
+                try:
+                    record = read_record(run_dir)
+                except (OSError, ValueError):
+                    continue
+                key = record.get("run_key") if isinstance(record, dict) else None
+                if record.get("status") == "submitted" and isinstance(key, str):
+                    found[key] = (run_dir, record)
+            self._folders[folder] = found
+        # Taken once: two items never attach to the same job.
+        return self._folders[folder].pop(run_key, None)

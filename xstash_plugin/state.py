@@ -16,7 +16,7 @@ from .errors import ConfigError, ConfigErrors, XstashError
 from .keys import KeyMaker
 from .launchers.local import GRACE_SECONDS
 from .registry import META_NAME, Registry, load_registry
-from .reuse import ReuseIndex
+from .reuse import ReuseIndex, SubmittedIndex
 from .spec import Experiment, load_experiment
 from .sweeps import Point
 
@@ -56,10 +56,15 @@ class State:
     compose: ComposeChecker | None = None  # --xstash-compose
     sigterm_installed: bool = False
     launcher: str = "local"  # --xstash-launcher
+    detach: bool = False  # --xstash-detach
     keys: KeyMaker = field(default_factory=KeyMaker)
     reuse: ReuseIndex | None = None  # --xstash-reuse
+    submitted: SubmittedIndex = field(init=False)
     reported: set[str] = field(default_factory=set)  # warnings already given
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.submitted = SubmittedIndex(self.output_root)
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""

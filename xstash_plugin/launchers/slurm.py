@@ -145,3 +145,21 @@ def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: s
         str(request.stderr_path),
     )
     return SlurmJob(job, request)
+
+
+def attach(record: dict[str, Any], env: dict[str, str]) -> SlurmJob:
+    """The job a detached session submitted, from its run record."""
+    import submitit
+
+    run_dir = Path(record["argv"][record["argv"].index("--config-dir") + 1]).parent
+    request = RunRequest(
+        argv=tuple(record["argv"]),
+        cwd=Path(record["cwd"]),
+        env=env,
+        run_dir=run_dir,
+        timeout=record.get("timeout"),
+    )
+    job: Any = submitit.SlurmJob(folder=record["slurm_folder"], job_id=str(record["job_id"]))
+    attached = SlurmJob(job, request)
+    attached.submitted = float(record.get("started") or time.time())
+    return attached
