@@ -1,0 +1,99 @@
+"""The login-node workflow on a real SLURM cluster: submit, walk away, collect later."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Project
+
+if shutil.which("sbatch") is None:
+    if os.environ.get("CI"):
+        pytest.fail("no SLURM cluster under CI: .ci/run must run .ci/slurm-ci-up.sh first")
+    pytest.skip("no SLURM cluster here: run .ci/slurm-ci-up.sh", allow_module_level=True)
+
+# Plain Python: sleeps for its config's 'sleep' seconds, writes metrics.
+TOOL = """\
+import json, re, sys, time
+args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
+run_dir = args["hydra.run.dir"].strip("'")
+config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
+time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
+json.dump({"score": 1.0}, open(run_dir + "/metrics.json", "w"))
+print("done")
+"""
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((root / "outputs").rglob("xstash.json"))]
+
+
+def jobs_named(name: str) -> list[str]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID", "--name", name, "-S", "now-1hours"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.fixture
+def cluster_repo(project: Project) -> Project:
+    project.tool(
+        "sleepy",
+        TOOL,
+        entrypoint="main.py",
+        env="system",
+        deps=None,
+        extra="launcher: slurm\nresources: {time: 5m, mem: 200M}",
+    )
+    tag = os.urandom(4).hex()  # job names unique to this test, to count submissions in sacct
+    for i, sleep in enumerate((0, 4)):
+        project.config(
+            f"d{i}.yaml",
+            f"tool: sleepy\nexperiment: d{i}_{tag}\nsleep: {sleep}\n"
+            "xstash:\n  expect: {score: '>= 1'}\n",
+        )
+    project.tag = tag  # type: ignore[attr-defined]
+    return project
+
+
+def test_detach_then_attach_never_submits_twice(cluster_repo: Project) -> None:
+    tag = cluster_repo.tag  # type: ignore[attr-defined]
+    detached = cluster_repo.pytester.runpytest("configs", "--xstash-detach", "-rs")
+    detached.assert_outcomes(skipped=2)
+    detached.stdout.fnmatch_lines(["*detached: SLURM job * submitted; run the same pytest*"])
+    first = records(cluster_repo.root)
+    assert [r["status"] for r in first] == ["submitted", "submitted"]
+    job_ids = sorted(r["job_id"] for r in first)
+    # The second pass attaches (one job is still sleeping) and collects both results.
+    attached = cluster_repo.pytester.runpytest("configs", "-v")
+    attached.assert_outcomes(passed=2)
+    second = records(cluster_repo.root)
+    assert len(second) == 2, "attaching must not make new runs"
+    assert sorted(r["job_id"] for r in second) == job_ids
+    assert {r["status"] for r in second} == {"passed"}
+    assert all(r["attached_by"] for r in second)
+    for i in range(2):
+        assert len(jobs_named(f"xstash-d{i}_{tag}")) == 1, "a job was submitted twice"
+    # A third session finds nothing left to attach to: it submits and runs anew.
+    third = cluster_repo.pytester.runpytest("configs")
+    third.assert_outcomes(passed=2)
+    assert len(records(cluster_repo.root)) == 4
+
+
+def test_session_without_xdist_submits_all_jobs_before_waiting(cluster_repo: Project) -> None:
+    for i in range(2, 6):
+        cluster_repo.config(f"d{i}.yaml", f"tool: sleepy\nexperiment: d{i}\nsleep: 2\n")
+    result = cluster_repo.pytester.runpytest("configs")
+    result.assert_outcomes(passed=6)
+    found = records(cluster_repo.root)
+    submitted = [r["started"] for r in found]
+    # Every job was submitted (its record written) before the first one finished.
+    assert max(submitted) < min(r["ended"] for r in found), found
