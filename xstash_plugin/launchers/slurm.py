@@ -59,8 +59,8 @@ def sbatch_parameters(
     """submitit's SlurmExecutor parameters for xstash resources."""
     params: dict[str, Any] = {"job_name": f"xstash-{name}"[:100]}
     seconds = resources.get("time", timeout)
-    if seconds is not None:
-        params["time"] = max(1, math.ceil(float(seconds) / 60))
+    # None: no --time, so the partition's default applies (submitit would ask for 5 minutes).
+    params["time"] = None if seconds is None else max(1, math.ceil(float(seconds) / 60))
     mapping = {
         "partition": "partition",
         "cpus": "cpus_per_task",
