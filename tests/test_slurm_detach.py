@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,18 @@ def records(root: Path) -> list[dict[str, Any]]:
 
 
 def jobs_named(name: str) -> list[str]:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID", "--name", name, "-S", "now-1hours"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    """Jobs of that name in accounting; sacct can lag a few seconds behind slurmctld."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "JobID", "--name", name, "-S", "now-1hours"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 @pytest.fixture

@@ -109,7 +109,8 @@ class SlurmJob:
                     break
             else:
                 unknown_since = None
-            time.sleep(POLL_SECONDS)
+            # Quick for short jobs, gentle on the scheduler for long ones (each poll is sacct).
+            time.sleep(min(POLL_SECONDS * (1 + (time.time() - self.submitted) / 10), 10.0))
         returncode: int | None = None
         if state == "COMPLETED":
             try:
