@@ -26,10 +26,10 @@ json.dump({"score": 1.0}, open(run_dir.strip("'") + "/metrics.json", "w"))
 """
 
 
-def pytest(root: Path, *args: str) -> float:
+def pytest(root: Path, *args: str, target: str = "configs") -> float:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "configs", "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider", *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build(root, args.n)
-        one = pytest(root, "configs/e00.yaml", "--xstash-launcher", "slurm")
+        one = pytest(root, "--xstash-launcher", "slurm", target="configs/e00.yaml")
         record = json.loads(next((root / "outputs").rglob("xstash.json")).read_text())
         latency = record["ended"] - record["started"]
         print(
