@@ -83,6 +83,16 @@ def sbatch_parameters(
     return params
 
 
+def _killed_for_memory(log: Path) -> bool:
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 65536))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return "Exceeded job memory limit" in tail or "oom-kill" in tail.lower()
+
+
 class SlurmJob:
     """One submitted run; ``wait`` polls until SLURM says it ended (bounded)."""
 
@@ -118,6 +128,10 @@ class SlurmJob:
             except Exception:  # the job's Python failed after the tool: SLURM says COMPLETED
                 returncode = None
         log = Path(self.job.paths.stderr)
+        if state == "FAILED" and _killed_for_memory(log):
+            # Memory enforced by jobacct's OverMemoryKill (no cgroups) ends the job FAILED; its
+            # log says why, and OUT_OF_MEMORY is what it was.
+            state = "OUT_OF_MEMORY"
         return SlurmResult(
             self.job_id,
             state,
