@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from .runs import dependency_hash
+from .runs import dependency_hash, git_output
 
 SKIP_DIRS = {
     ".venv",
@@ -62,27 +61,15 @@ def tree_digest_plain(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(folder), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
 def tree_digest_git(folder: Path) -> str | None:
     """The folder's tracked blobs (from git's index) plus the contents of whatever differs from
     them (modified, untracked, deleted); None when the folder is not in a git work tree."""
-    staged = _git(folder, "ls-files", "-s", "-z", "--", ".")
+    staged = git_output(folder, "ls-files", "-s", "-z", "--", ".")
     if staged is None:
         return None
-    changed = _git(folder, "ls-files", "-m", "-o", "-d", "--exclude-standard", "-z", "--", ".")
+    changed = git_output(
+        folder, "ls-files", "-m", "-o", "-d", "--exclude-standard", "-z", "--", "."
+    )
     if changed is None:
         return None
     digest = hashlib.sha256()

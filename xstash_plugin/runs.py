@@ -95,22 +95,29 @@ def dependency_hash(tool_dir: Path) -> str | None:
     return digest.hexdigest()[:16] if found else None
 
 
-def git_state(folder: Path) -> dict[str, Any]:
-    """The commit of the repository holding ``folder`` and whether ``folder`` has changes."""
+def git_output(folder: Path, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output, or None when git fails (no repository, no git)."""
     import subprocess
 
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """The commit of the repository holding ``folder`` and whether ``folder`` has changes."""
+
     def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(folder), *args],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
+        out = git_output(folder, *args)
+        return None if out is None else out.strip()
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
