@@ -103,3 +103,31 @@ def test_session_without_xdist_submits_all_jobs_before_waiting(cluster_repo: Pro
     submitted = [r["started"] for r in found]
     # Every job was submitted (its record written) before the first one finished.
     assert max(submitted) < min(r["ended"] for r in found), found
+
+
+def test_exitfirst_cancels_the_jobs_still_queued(cluster_repo: Project) -> None:
+    cluster_repo.config("a0_fails.yaml", "tool: sleepy\nexperiment: a0_fails\nsleep: x\n")
+    for i in range(2, 5):
+        cluster_repo.config(f"d{i}.yaml", f"tool: sleepy\nexperiment: d{i}\nsleep: 60\n")
+    result = cluster_repo.pytester.runpytest("configs", "-x")
+    result.assert_outcomes(failed=1)
+    found = {r["experiment"]: r for r in records(cluster_repo.root)}
+    assert found["a0_fails"]["status"] == "failed"
+    waiting = [r for name, r in found.items() if name.startswith("d") and name[1] in "234"]
+    assert len(waiting) == 3
+    for record in waiting:
+        assert record["status"] == "interrupted", record
+        assert record["slurm_state"] == "CANCELLED"
+    deadline = time.monotonic() + 15
+    ids = [r["job_id"] for r in waiting]
+    while time.monotonic() < deadline:
+        queue = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", ",".join(ids)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if not queue:
+            break
+        time.sleep(0.5)
+    assert not queue, f"jobs still queued after -x: {queue}"
