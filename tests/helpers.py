@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -96,3 +97,15 @@ class Project:
         """Run directories made for ``configs/<config>`` (without suffix), oldest first."""
         parent = self.root / "outputs" / "configs" / config
         return sorted(p for p in parent.iterdir() if p.is_dir()) if parent.exists() else []
+
+
+def failure_report(result: pytest.RunResult, name: str) -> str:
+    """The failure text of experiment ``name``: its report, without captured-output sections."""
+    lines = result.outlines
+    header = re.compile(rf"^_+ .*\b{re.escape(name)} _+$")
+    start = next(i for i, line in enumerate(lines) if header.match(line))
+    stop = re.compile(r"^(_{3,} .* _{3,}|={3,}.*={3,}|-{3,} Captured .* -{3,})$")
+    end = start + 1
+    while end < len(lines) and not stop.match(lines[end]):
+        end += 1
+    return "\n".join(lines[start + 1 : end])

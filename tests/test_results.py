@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project
+from helpers import Project, failure_report
 
 # Writes cfg.metrics to cfg.metrics_path (default metrics.json) in Hydra's output dir, as JSON
 # or, by suffix, YAML; sleeps cfg.sleep seconds; exits with cfg.code.
@@ -77,18 +77,6 @@ def experiment(
     if xstash:
         lines += ["xstash:", *xstash]
     return "\n".join(lines) + "\n"
-
-
-def failure_report(result: pytest.RunResult, name: str) -> str:
-    """The failure text of experiment ``name``: its report, without captured-output sections."""
-    lines = result.outlines
-    header = re.compile(rf"^_+ .*\b{re.escape(name)} _+$")
-    start = next(i for i, line in enumerate(lines) if header.match(line))
-    stop = re.compile(r"^(_{3,} .* _{3,}|={3,}.*={3,}|-{3,} Captured .* -{3,})$")
-    end = start + 1
-    while end < len(lines) and not stop.match(lines[end]):
-        end += 1
-    return "\n".join(lines[start + 1 : end])
 
 
 def verdict_rows(report: str) -> list[list[str]]:

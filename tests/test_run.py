@@ -8,7 +8,6 @@ those use a few lines of plain Python on ``env: system``.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project
+from helpers import Project, failure_report
 
 # A real Hydra tool that prints to both streams and exits with ``cfg.code``.
 HYDRA_EXIT = """\
@@ -116,18 +115,6 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 def read_seen(run_dir: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((run_dir / "seen.json").read_text())
     return data
-
-
-def failure_report(result: pytest.RunResult, name: str) -> str:
-    """The failure text of experiment ``name``: its report, without captured-output sections."""
-    lines = result.outlines
-    header = re.compile(rf"^_+ .*\b{re.escape(name)} _+$")
-    start = next(i for i, line in enumerate(lines) if header.match(line))
-    stop = re.compile(r"^(_{3,} .* _{3,}|={3,}.*={3,}|-{3,} Captured .* -{3,})$")
-    end = start + 1
-    while end < len(lines) and not stop.match(lines[end]):
-        end += 1
-    return "\n".join(lines[start + 1 : end])
 
 
 # --- 1. entrypoints, cwd, run directory --------------------------------------------------

@@ -279,11 +279,12 @@ class ExperimentItem(pytest.Item):
                 f"{metrics_problem}"
             )
         if not ok:
-            failed = sum(not v.ok for v in verdicts)
             raise RunFailed(
-                f"experiment '{self.name}' ({self.config_relpath}): {failed} of {len(verdicts)} "
-                f"expectation(s) failed on the reused run {previous} (its config and tool are "
-                f"unchanged, so it was not run again)\n{verdict_table(verdicts)}"
+                self._expectations_failed(
+                    verdicts,
+                    f" on the reused run {previous} (its config and tool are unchanged, so it "
+                    "was not run again)",
+                )
             )
         return True
 
@@ -542,6 +543,13 @@ class ExperimentItem(pytest.Item):
         state = get_state(self.config)
         return state.timeout, state.timeout_source
 
+    def _expectations_failed(self, verdicts: list[Verdict], where: str = "") -> str:
+        failed = sum(not v.ok for v in verdicts)
+        return (
+            f"experiment '{self.name}' ({self.config_relpath}): {failed} of {len(verdicts)} "
+            f"expectation(s) failed{where}\n{verdict_table(verdicts)}"
+        )
+
     def _metric_properties(self, metrics: dict[str, Any] | None, verdicts: list[Verdict]) -> None:
         for name, value in flatten(metrics or {}).items():
             self.user_properties.append((f"metric.{name}", fmt(value)))
@@ -613,12 +621,10 @@ class ExperimentItem(pytest.Item):
                 f"\nrun directory: {request.run_dir}"
             )
         if not ok:
-            failed = sum(not v.ok for v in verdicts)
+            metrics_path = request.run_dir / (self.experiment.metrics_file or DEFAULT_METRICS)
             raise RunFailed(
-                f"experiment '{self.name}' ({self.config_relpath}): {failed} of "
-                f"{len(verdicts)} expectation(s) failed\n{verdict_table(verdicts)}\n"
-                f"metrics: {request.run_dir / (self.experiment.metrics_file or DEFAULT_METRICS)}"
-                f"\nrun directory: {request.run_dir}"
+                self._expectations_failed(verdicts)
+                + f"\nmetrics: {metrics_path}\nrun directory: {request.run_dir}"
             )
 
     def _timeout_report(self, request: RunRequest, result: RunResult) -> str:
