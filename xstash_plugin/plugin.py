@@ -16,6 +16,7 @@ from .command import override_value
 from .durations import parse_duration
 from .errors import XstashError
 from .items import ExperimentFile, ExperimentItem
+from .ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
 from .registry import META_NAME
 from .report import (
     REPORT_SUFFIXES,
@@ -118,6 +119,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=REUSE_HELP,
     )
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
+    group.addoption(
+        "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
+    )
+    parser.addini("xstash_order", ORDER_HELP, default="longest")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -297,11 +302,31 @@ def pytest_runtest_makereport(
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Identical on every xdist worker: lets the controller show results in collection order.
-    for index, item in enumerate(items):
-        if isinstance(item, ExperimentItem):
-            item.result_row["order"] = index
+    slots = [i for i, item in enumerate(items) if isinstance(item, ExperimentItem)]
+    experiments = [items[i] for i in slots]
+    for index, item in enumerate(experiments):
+        assert isinstance(item, ExperimentItem)
+        item.result_row["order"] = index
+    order = config.getoption("xstash_order") or str(config.getini("xstash_order") or "longest")
+    if order not in ORDERS:
+        raise pytest.UsageError(f"ini xstash_order = {order!r}: use one of {', '.join(ORDERS)}")
+    if order == "file" or len(experiments) < 2:
+        return
+    learned: dict[str, float] | None = None
+    estimates: list[float | None] = []
+    for item in experiments:
+        assert isinstance(item, ExperimentItem)
+        estimate = item.experiment.estimated_seconds
+        if estimate is None:
+            if learned is None:  # read once, and only when some config gives no estimate
+                learned = load_durations(get_state(config).output_root)
+            estimate = learned.get(item.nodeid)
+        estimates.append(estimate)
+    # Other tests keep their places; experiments are reordered among their own.
+    for slot, item in zip(slots, longest_first(experiments, estimates), strict=True):
+        items[slot] = item
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -372,6 +397,7 @@ class Results:
             terminalreporter.write_line(f"results written to {self.state.report_path}")
 
     def pytest_sessionfinish(self) -> None:
+        save_durations(self.state.output_root, self.state.rows)
         path = self.state.report_path
         if path is None:
             return
