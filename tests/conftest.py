@@ -45,6 +45,19 @@ def hydra_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(venv / "bin" / "python")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set ``BOTH_LAUNCH_MODES = True`` run each test twice: tools started
+    plainly, and tools forked from a preload server (``preload: true``): everything observable
+    must be the same."""
+    if getattr(metafunc.module, "BOTH_LAUNCH_MODES", False) and "project" in metafunc.fixturenames:
+        metafunc.parametrize("launch_mode", ["plain", "preload"], indirect=True)
+
+
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> Iterator[Project]:
-    yield Project(pytester)
+def launch_mode(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "plain"))
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, launch_mode: str) -> Iterator[Project]:
+    yield Project(pytester, preload=launch_mode == "preload")

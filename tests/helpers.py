@@ -33,8 +33,9 @@ if __name__ == "__main__":
 class Project:
     """A repository in a pytester folder: ``configs/meta.yaml``, ``tools/``, experiment files."""
 
-    def __init__(self, pytester: pytest.Pytester) -> None:
+    def __init__(self, pytester: pytest.Pytester, preload: bool = False) -> None:
         self.pytester = pytester
+        self.preload = preload  # every tool gets 'preload: true' (runs fork from a server)
         self.root = pytester.path
         self.tools: dict[str, str] = {}
         (self.root / "configs").mkdir(exist_ok=True)
@@ -79,6 +80,8 @@ class Project:
         lines = [f"  {name}:", f"    path: tools/{name}", f'    entrypoint: "{entrypoint}"']
         if env is not None:
             lines.append(f'    env: "{env}"')
+        if self.preload:
+            lines.append("    preload: true")
         if extra:
             lines.extend("    " + line for line in textwrap.dedent(extra).strip().splitlines())
         self.tools[name] = "\n".join(lines)

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from helpers import Project
 
+# Every test here runs with plain and with preloaded tools (tests/conftest.py).
+BOTH_LAUNCH_MODES = True
+
 # Plain Python: sleeps for its config's 'sleep' seconds, in its own process group.
 SLEEPER = """\
 import re, sys, time

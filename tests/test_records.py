@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 from helpers import Project
 
+# Every test here runs with plain and with preloaded tools (tests/conftest.py).
+BOTH_LAUNCH_MODES = True
+
 # Writes cfg.metrics to metrics.json in Hydra's output dir, then exits with cfg.code, or kills
 # itself with cfg.signal.
 HYDRA_TOOL = """\

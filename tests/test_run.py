@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 from helpers import Project, failure_report
 
+# Every test here runs with plain and with preloaded tools (tests/conftest.py).
+BOTH_LAUNCH_MODES = True
+
 # A real Hydra tool that prints to both streams and exits with ``cfg.code``.
 HYDRA_EXIT = """\
 import sys

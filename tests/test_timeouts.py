@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from helpers import Project
 
+# Every test here runs with plain and with preloaded tools (tests/conftest.py).
+BOTH_LAUNCH_MODES = True
+
 # Plain Python (the orchestrator's reaction is under test): starts a child in its process
 # group, writes both pids, ignores SIGTERM (so only the SIGKILL after the grace period stops
 # it), prints, then sleeps for the number of seconds in its config's 'sleep' key.

@@ -28,6 +28,7 @@ TOOL_KEYS = {
     "pass_experiment": "true to also give the tool the key 'experiment' in its config",
     "launcher": "'local' (default) or 'slurm': where this tool's experiments run",
     "resources": "SLURM resources for this tool's jobs: {partition, time, cpus, gpus, mem, ...}",
+    "preload": "true to import the tool once per worker and fork each run from it (faster starts)",
 }
 
 # A tool's name is a marker of its experiments (``-m <tool>``), as tags are.
@@ -68,6 +69,7 @@ class Tool:
     line: int
     launcher: str | None = None  # None: not set in meta.yaml
     resources: dict[str, Any] = field(default_factory=dict)
+    preload: bool = False  # fork each local run from a process that imported the tool once
 
     @property
     def module_style(self) -> bool:
@@ -236,6 +238,14 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
             "pass_experiment must be true/false",
             "write pass_experiment: true (or false, the default)",
         )
+    preload = spec.get("preload", False)
+    if not isinstance(preload, bool):
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, "preload"),
+            "preload must be true/false",
+            "write preload: true to fork each run from a preloaded tool process (or false)",
+        )
     launcher: str | None = None
     resources: dict[str, Any] = {}
     try:
@@ -263,6 +273,7 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         line=line,
         launcher=launcher,
         resources=resources,
+        preload=preload,
     )
 
 

@@ -15,6 +15,7 @@ from .envs import EnvManager
 from .errors import ConfigError, ConfigErrors, XstashError
 from .keys import KeyMaker
 from .launchers.local import GRACE_SECONDS
+from .launchers.preload import PreloadPool
 from .registry import META_NAME, Registry, load_registry
 from .reuse import ReuseIndex, SubmittedIndex
 from .spec import Experiment, load_experiment
@@ -62,6 +63,7 @@ class State:
     submitted: SubmittedIndex = field(init=False)
     reported: set[str] = field(default_factory=set)  # warnings already given
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
+    preload: PreloadPool = field(default_factory=PreloadPool)  # tools with preload: true
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
+
+from .preload import PreloadedProcess, PreloadLost, PreloadServer
 
 # Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
 # Ctrl-C (execnet interrupts it after 5 s): the tool's grace period must end well before that.
@@ -70,7 +72,20 @@ def _tee(source: IO[bytes], log: IO[bytes], echo: IO[str]) -> None:
             echo.flush()
 
 
-def kill_tree(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+class Process(Protocol):
+    """What supervising a run needs: a plain child (:class:`subprocess.Popen`) or a run
+    forked by a preload server (:class:`~.preload.PreloadedProcess`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def kill_tree(proc: Process, grace: float = GRACE_SECONDS) -> None:
     """SIGTERM the run's whole process group, then SIGKILL whatever is left after ``grace``."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -90,30 +105,38 @@ def run_local(
     request: RunRequest,
     on_interrupt: Callable[[], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    preload: PreloadServer | None = None,
 ) -> RunResult:
     """Start the tool, wait for it, and return how it ended.
 
     ``on_start`` gets the tool's pid (also its process group) as soon as it runs, so the run
     record can name it. Ctrl-C (or any exception while waiting) calls ``on_interrupt`` first,
     so the run record says so before anything else can go wrong, then kills the process tree.
+    With ``preload``, the run is forked from that tool's preload server instead of started
+    (:class:`~.preload.PreloadUnavailable` if it cannot be: nothing has started then).
     """
     with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
         started = time.time()
-        proc = subprocess.Popen(
-            list(request.argv),
-            cwd=request.cwd,
-            env=request.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if request.live else out,
-            stderr=subprocess.PIPE if request.live else err,
-            start_new_session=True,  # its own process group: we can kill the whole tree
-        )
         threads: list[threading.Thread] = []
+        proc: Process
+        if preload is not None:
+            proc, sources = _fork(preload, request, out, err)
+        else:
+            popen = subprocess.Popen(
+                list(request.argv),
+                cwd=request.cwd,
+                env=request.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if request.live else out,
+                stderr=subprocess.PIPE if request.live else err,
+                start_new_session=True,  # its own process group: we can kill the whole tree
+            )
+            proc, sources = popen, (popen.stdout, popen.stderr)
         if request.live:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert sources[0] is not None and sources[1] is not None
             threads = [
-                threading.Thread(target=_tee, args=(proc.stdout, out, sys.stdout), daemon=True),
-                threading.Thread(target=_tee, args=(proc.stderr, err, sys.stderr), daemon=True),
+                threading.Thread(target=_tee, args=(sources[0], out, sys.stdout), daemon=True),
+                threading.Thread(target=_tee, args=(sources[1], err, sys.stderr), daemon=True),
             ]
             for thread in threads:
                 thread.start()
@@ -126,11 +149,13 @@ def run_local(
             except subprocess.TimeoutExpired:
                 timed_out = True
                 kill_tree(proc, request.grace)
-                returncode = proc.returncode
+                returncode = proc.wait()
             # Whatever the tool left running in its group (daemons, workers) goes with it,
             # so no orphan outlives the run and no pipe is held open.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        except PreloadLost:
+            raise  # not an interruption: the run is already stopped, its status unknown
         except BaseException:
             try:
                 if on_interrupt is not None:
@@ -148,3 +173,29 @@ def run_local(
             pid=proc.pid,
             timed_out=timed_out,
         )
+
+
+def _fork(
+    server: PreloadServer, request: RunRequest, out: IO[bytes], err: IO[bytes]
+) -> tuple[PreloadedProcess, tuple[IO[bytes] | None, IO[bytes] | None]]:
+    """Fork the run from ``server``: its stdout/stderr are the log files, or pipes to tee."""
+    ours: list[int] = []
+    theirs = [os.open(os.devnull, os.O_RDONLY)]
+    try:
+        if request.live:
+            for _ in range(2):
+                read, write = os.pipe()
+                ours.append(read)
+                theirs.append(write)
+        else:
+            theirs += [os.dup(out.fileno()), os.dup(err.fileno())]
+        pid = server.fork(request.argv, request.cwd, request.env, (theirs[0], theirs[1], theirs[2]))
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:  # the server and the run hold their own copies now
+            os.close(fd)
+    sources = tuple(os.fdopen(fd, "rb") for fd in ours) if ours else (None, None)
+    return PreloadedProcess(server, pid), (sources[0], sources[1])
