@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from .durations import format_duration
 from .envs import uv_version, venv_python
 from .errors import EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
+from .launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from .launchers.slurm import SlurmJob
 from .launchers.slurm import attach as attach_slurm
 from .launchers.slurm import submit as submit_slurm
@@ -431,7 +432,15 @@ class ExperimentItem(pytest.Item):
             self._save(run_dir, record)
 
         try:
-            result = run_local(request, on_interrupt=interrupted, on_start=started)
+            result = self._run_local(request, record, interrupted, started)
+        except PreloadLost as exc:
+            record.update(status="error", error=str(exc), ended=time.time())
+            self._save(run_dir, record)
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}): {exc}\n"
+                f"run directory: {run_dir}\nfix: run it again; if it happens again, remove "
+                f"'preload: true' from tool '{tool.name}' in {tool.meta_path}"
+            ) from None
         except OSError as exc:  # the tool could not be started (or its logs not opened)
             record.update(status="error", error=f"cannot start the tool: {exc}", ended=time.time())
             self._save(run_dir, record)
@@ -440,6 +449,41 @@ class ExperimentItem(pytest.Item):
                 f"'{tool.name}': {exc}\ncommand: {shlex.join(argv)}\nrun directory: {run_dir}"
             ) from None
         self._finish(request, result, record)
+
+    def _run_local(
+        self,
+        request: RunRequest,
+        record: dict[str, Any],
+        interrupted: Callable[[], None],
+        started: Callable[[int], None],
+    ) -> RunResult:
+        """Fork the run from the tool's preload server when it has one (``preload: true``),
+        else start it; a tool that cannot be preloaded runs plainly, with a warning."""
+        tool = self.experiment.tool
+        record["preloaded"] = False
+        if tool.preload:
+            state = get_state(self.config)
+            key = server_key(request.argv, request.cwd, request.env)
+            try:
+                if key is None:
+                    raise PreloadUnavailable(
+                        f"its entrypoint {' '.join(tool.entrypoint)!r} is not a Python file or "
+                        "module"
+                    )
+                log = state.output_root / ".xstash" / "preload" / f"{tool.name}-{os.getpid()}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                server = state.preload.server(key, request.env, log)
+                record["preloaded"] = True
+                return run_local(
+                    request, on_interrupt=interrupted, on_start=started, preload=server
+                )
+            except PreloadUnavailable as exc:
+                record["preloaded"] = False
+                problem = f"tool '{tool.name}' cannot be preloaded, its runs start plainly: {exc}"
+                if problem not in state.reported:
+                    state.reported.add(problem)
+                    self.warn(XstashWarning(problem))
+        return run_local(request, on_interrupt=interrupted, on_start=started)
 
     def _save(self, run_dir: Path, record: dict[str, Any]) -> None:
         """Write the record; a full disk must not turn into a plugin traceback mid-run."""

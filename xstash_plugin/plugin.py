@@ -288,6 +288,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if state is not None and state.compose is not None:
         state.compose.close()
+    if state is not None:
+        state.preload.close()
 
 
 @pytest.hookimpl(wrapper=True)
