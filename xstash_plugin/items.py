@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from . import progress
 from .command import build_argv
 from .durations import format_duration
 from .envs import uv_version, venv_python
@@ -425,6 +426,7 @@ class ExperimentItem(pytest.Item):
             # orphaned process group by these.
             record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
             self._save(run_dir, record)
+            progress.announce(self, request, pid)  # removed when runtest ends
 
         def interrupted() -> None:
             record.update(status="interrupted", ended=time.time())

@@ -17,6 +17,8 @@ from .durations import parse_duration
 from .errors import XstashError
 from .items import ExperimentFile, ExperimentItem
 from .ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
+from .progress import addoption as progress_addoption
+from .progress import setup as progress_setup
 from .registry import META_NAME
 from .report import (
     REPORT_SUFFIXES,
@@ -119,6 +121,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=REUSE_HELP,
     )
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
+    progress_addoption(parser, group)
     group.addoption(
         "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
     )
@@ -156,6 +159,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Results(state), "xstash-results")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
+    progress_setup(config, state)  # live progress of running experiments
 
 
 def _duration_setting(
