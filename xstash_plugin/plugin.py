@@ -53,7 +53,8 @@ TIMEOUT_HELP = (
 GRACE_HELP = "time between SIGTERM and SIGKILL when a run is stopped (default 3s)"
 REPORT_HELP = (
     "write the results (one row per experiment, one column per metric, the run directory) "
-    "to PATH; the suffix chooses the format: .csv, .json or .md"
+    "to PATH; the suffix chooses the format: .csv, .json, .md, or .html (one self-contained "
+    "page: a sortable, filterable table with links to each run, and a plot per sweep)"
 )
 
 SUFFIXES = (".yaml", ".yml")
@@ -160,6 +161,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
     progress_setup(config, state)  # live progress of running experiments
+    if config.pluginmanager.hasplugin("html"):  # pytest-html: columns for experiments
+        from .html_columns import HtmlColumns
+
+        config.pluginmanager.register(HtmlColumns(config), "xstash-html")
 
 
 def _duration_setting(

@@ -10,7 +10,7 @@ from typing import Any
 
 from .durations import format_duration
 
-REPORT_SUFFIXES = (".csv", ".json", ".md")
+REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
 TERMINAL_METRICS = 4
 
 
@@ -148,6 +148,10 @@ def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
 
 def render(path: Path, rows: list[dict[str, Any]]) -> str:
     """The report for ``rows`` in the format given by ``path``'s suffix."""
+    if path.suffix in (".html", ".htm"):
+        from .html_report import render_html  # imports this module
+
+        return render_html(path, rows)
     fields, flat = _flat_records(rows)
     if path.suffix == ".json":
         return json.dumps(rows, indent=2, default=str, ensure_ascii=False) + "\n"
