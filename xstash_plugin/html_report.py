@@ -311,7 +311,10 @@ def _series(sweep: Sweep, key: str) -> list[Series]:
         point = row.get("point") or {}
         if key not in point:
             continue
-        label = ", ".join(f"{k}={fmt(point.get(k))}" for k in others if k in point)
+        # The key's last part is enough in a legend (params.learning_rate -> learning_rate).
+        label = ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={fmt(point.get(k))}" for k in others if k in point
+        )
         order.setdefault(label or "all points", []).append((point[key], row))
     return [
         Series(label, PALETTE[index % len(PALETTE)], points)
