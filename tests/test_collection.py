@@ -315,7 +315,8 @@ def test_estimated_runtime_accepts_durations(repo: Project, runtime: str) -> Non
         f"tool: trainer\nexperiment: timed\nestimated_runtime: {runtime}\n"
         "description: a timed run\ntags: [paper, fig-1]\n",
     )
-    assert_collects(collect(repo), "configs/good.yaml::good", "configs/timed.yaml::timed")
+    # Longest first: the one with an estimate goes before the one without.
+    assert_collects(collect(repo), "configs/timed.yaml::timed", "configs/good.yaml::good")
 
 
 def test_every_problem_of_a_file_is_reported_at_once(repo: Project) -> None:
