@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import io
 import json
 import os
@@ -134,6 +135,34 @@ def _run_child(request: dict[str, Any], fds: list[int], sock: socket.socket, kin
         os._exit(code)
 
 
+def _warm_up_hydra(args: list[str]) -> None:
+    """Before the first fork: let Hydra compose the first run's config once, in the server,
+    without running anything. What that loads lazily (Hydra's core plugins, the override
+    grammar's parser tables, config sources) is then inherited by every fork instead of being
+    rebuilt by each run. Any failure is ignored: the run itself will say what is wrong."""
+    if "hydra" not in sys.modules:
+        return
+    try:
+        config_dir = args[args.index("--config-dir") + 1]
+        config_name = args[args.index("--config-name") + 1]
+    except (ValueError, IndexError):
+        return
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    saved = sys.stdout, sys.stderr
+    try:
+        with open(os.devnull, "w") as devnull:
+            sys.stdout = sys.stderr = devnull
+            hydra: Any = sys.modules["hydra"]  # the tool's Hydra (not in xstash's environment)
+            with hydra.initialize_config_dir(config_dir=config_dir, version_base=None):
+                hydra.compose(
+                    config_name=config_name, overrides=overrides, return_hydra_config=True
+                )
+    except BaseException:
+        pass
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def serve(sock: socket.socket, kind: str, entry: str, path0: str) -> None:
     # A Ctrl-C in the terminal is for the orchestrator; it stops runs itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -147,11 +176,19 @@ def serve(sock: socket.socket, kind: str, entry: str, path0: str) -> None:
         _send(sock, {"ready": False, "error": traceback.format_exc()})
         return
     _send(sock, {"ready": True, "python": sys.version.split()[0]})
+    warm = False
     while True:
         received = _receive(sock)
         if received is None:
             return  # the orchestrator is gone: so are we
         request, fds = received
+        if not warm:
+            warm = True
+            _warm_up_hydra(list(request["argv"][1:]))
+            # Objects made so far are never collected in the forks: their pages stay shared
+            # instead of being copied when the garbage collector would touch them.
+            gc.collect()
+            gc.freeze()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing buffered may be written twice by the child
         try:
