@@ -86,3 +86,23 @@ def test_durations_learned_from_the_last_session_order_the_next(
     # Config estimates e (1m), c (2s), then d's learned 1.2 s before b's 1s; a (learned ~0 s)
     # now has an estimate too, ahead of nothing.
     assert collected(result) == ["e", "c", "d", "b", "a"]
+
+
+def test_under_xdist_the_longest_experiments_go_to_different_workers(project: Project) -> None:
+    # xdist's own load scheduler would start worker 1 with the first consecutive items: here
+    # both long experiments; each worker must get one of them.
+    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    for index in range(8):
+        project.config(f"short{index}.yaml", f"tool: sleeper\nexperiment: short{index}\nsleep: 0\n")
+    for name in ("long_a", "long_b"):
+        project.config(
+            f"{name}.yaml",
+            f"tool: sleeper\nexperiment: {name}\nestimated_runtime: 1m\nsleep: 1\n",
+        )
+    result = project.pytester.runpytest("configs", "-n", "2")
+    result.assert_outcomes(passed=10)
+    workers = {
+        name: json.loads((project.run_dirs(name)[0] / "xstash.json").read_text())["worker_pid"]
+        for name in ("long_a", "long_b")
+    }
+    assert workers["long_a"] != workers["long_b"]

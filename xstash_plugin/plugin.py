@@ -232,6 +232,16 @@ class XdistHooks:
         node.workerinput["xstash_session_id"] = get_state(config).session_id  # type: ignore[attr-defined]
 
     @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """With ``--dist load`` (what ``-n`` means) and longest-first order, deal the longest
+        experiments to different workers instead of xdist's consecutive first chunks."""
+        if config.getoption("dist", "no") != "load" or _order(config) != "longest":
+            return None
+        from .scheduling import LongestFirstScheduling
+
+        return LongestFirstScheduling(config, log)
+
+    @pytest.hookimpl
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
         """A worker died (killed, OOM, segfault) while running ``crashitem``: its run record
         still says 'running' and its tool, in a process group of its own, lives on. Say what
@@ -312,6 +322,13 @@ def pytest_runtest_makereport(
     return report
 
 
+def _order(config: pytest.Config) -> str:
+    order = config.getoption("xstash_order") or str(config.getini("xstash_order") or "longest")
+    if order not in ORDERS:
+        raise pytest.UsageError(f"ini xstash_order = {order!r}: use one of {', '.join(ORDERS)}")
+    return str(order)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Identical on every xdist worker: lets the controller show results in collection order.
@@ -320,10 +337,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for index, item in enumerate(experiments):
         assert isinstance(item, ExperimentItem)
         item.result_row["order"] = index
-    order = config.getoption("xstash_order") or str(config.getini("xstash_order") or "longest")
-    if order not in ORDERS:
-        raise pytest.UsageError(f"ini xstash_order = {order!r}: use one of {', '.join(ORDERS)}")
-    if order == "file" or len(experiments) < 2:
+    if _order(config) == "file" or len(experiments) < 2:
         return
     learned: dict[str, float] | None = None
     estimates: list[float | None] = []
