@@ -42,3 +42,20 @@ def test_without_conftest_and_entry_points_nothing_is_collected(
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = repo_like.pytester.runpytest_subprocess("configs")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_hydra_stays_out_of_the_orchestrator() -> None:
+    """hydra-core belongs to the tools: importing it costs every pytest process (and xdist
+    worker) ~0.3 s and loads a pytest plugin. Neither a dependency nor an import of ours."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    requirements = importlib.metadata.requires("xstash") or []
+    assert not [r for r in requirements if r.lower().startswith(("hydra", "hydra-core"))]
+    probe = (
+        "import sys, xstash_plugin.plugin, xstash_plugin.items, xstash_plugin.launchers.preload;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'antlr4')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
