@@ -11,12 +11,15 @@ alternately; prints the medians and the ratio xstash/floor.
 (``python -m cProfile -o ... -m pytest configs --collect-only -q``) and prints the top entries
 of xstash_plugin by cumulative and by own time.
 
+Besides wall time it prints the CPU time (user + sys) of each side, steadier on a busy machine.
+
     python bench/collection.py [--n 10000] [--repeat 3] [--profile] [--top 25]
 """
 
 from __future__ import annotations
 
 import pstats
+import resource
 import shutil
 from pathlib import Path
 
@@ -85,8 +88,18 @@ def build(tmp: Path, n: int) -> tuple[Path, Path]:
     return repo, floor
 
 
-def collect(root: Path, n: int, *extra: str) -> float:
+def children_cpu() -> float:
+    """CPU seconds (user + sys) of every finished child process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def collect(root: Path, n: int, *extra: str, cpu: list[float] | None = None) -> float:
+    """Wall seconds of one ``--collect-only``; its CPU seconds (user + sys) go to ``cpu``."""
+    before = children_cpu()
     elapsed, proc = run(pytest_argv("configs", "--collect-only", "-q", *extra), root)
+    if cpu is not None:
+        cpu.append(children_cpu() - before)
     last = proc.stdout.strip().splitlines()[-1]
     if not last.startswith(f"{n} test"):
         raise Failed(f"expected {n} tests collected in {root}, pytest says: {last}")
@@ -133,10 +146,11 @@ def main() -> None:
         print(f"B3: {args.n} configs in {tmp}; warm-up (page cache, .pyc)", flush=True)
         collect(repo, args.n)
         collect(floor, args.n, "-p", "no:xstash")
+        cpu: dict[str, list[float]] = {"xstash": [], "floor": []}
         times = alternate(
             {
-                "xstash": lambda i: collect(repo, args.n),
-                "floor": lambda i: collect(floor, args.n, "-p", "no:xstash"),
+                "xstash": lambda i: collect(repo, args.n, cpu=cpu["xstash"]),
+                "floor": lambda i: collect(floor, args.n, "-p", "no:xstash", cpu=cpu["floor"]),
             },
             args.repeat,
         )
@@ -147,6 +161,13 @@ def main() -> None:
     ratio = x / f
     print(f"\nxstash --collect-only: {spread(times['xstash'])} s")
     print(f"floor (CSafeLoader items, -p no:xstash): {spread(times['floor'])} s")
+    # CPU time (user + sys) is steadier than wall time on a busy machine.
+    xc, fc = median(cpu["xstash"]), median(cpu["floor"])
+    print(f"cpu (user+sys): xstash {spread(cpu['xstash'])} s, floor {spread(cpu['floor'])} s")
+    print(
+        f"cpu per config: xstash {1000 * xc / args.n:.2f} ms, floor {1000 * fc / args.n:.2f} ms, "
+        f"added {1000 * (xc - fc) / args.n:.2f} ms; cpu ratio {xc / fc:.2f}"
+    )
     print(
         f"per config: xstash {1000 * x / args.n:.2f} ms, floor {1000 * f / args.n:.2f} ms, "
         f"added {1000 * (x - f) / args.n:.2f} ms"
