@@ -5,11 +5,19 @@ Configs are parsed once per collection, so this is on the hot path: compose the 
 of every mapping key so errors can say ``file:line``.
 
 Every file is untrusted input, so the work is bounded before anything is built: a file larger
-than :data:`MAX_FILE_BYTES` is not read, and a first streaming pass over the parser's events
-rejects, before any node exists, a document nested deeper than :data:`MAX_DEPTH`, one whose
-anchors and aliases expand to more than :data:`MAX_NODES` values ("billion laughs"), an alias
-inside its own anchor, a second document, and any explicit tag that is not plain data
-(``!!python/...`` and custom tags: nothing is ever constructed from a tag).
+than :data:`MAX_FILE_BYTES` is not read, and nothing is constructed from a document nested
+deeper than :data:`MAX_DEPTH`, one whose anchors and aliases expand to more than
+:data:`MAX_NODES` values ("billion laughs"), one with an alias inside its own anchor, a second
+document, or any explicit tag that is not plain data (``!!python/...`` and custom tags: nothing
+is ever constructed from a tag).
+
+A file of up to :data:`COMPOSE_FIRST_CHARS` characters (every real config) is composed first:
+its node graph holds at most a few hundred thousand nodes whatever it says (aliases are shared
+nodes, libyaml stops at 1,000 levels), and one walk over it records the lines and checks the
+limits (:func:`_walk`). Only when the walk finds a problem, or composing fails, does the streaming
+scan of the parser's events (:func:`_check_events`) run, to name the first problem in document
+order at its line. A larger file is scanned before it is composed, so that no node of a document
+beyond the limits is ever built.
 """
 
 from __future__ import annotations
@@ -70,6 +78,9 @@ def dump_yaml(data: Any) -> str:
 MAX_FILE_BYTES = 10 * 1024 * 1024  # 10 MiB: a config holds settings, not data
 MAX_NODES = 100_000  # values (scalars, lists, mappings, keys) after expanding aliases
 MAX_DEPTH = 32  # nested lists/mappings, top level included: OmegaConf recurses ~13 frames each
+# Up to this many characters a file is composed before it is checked: it cannot hold more than
+# about two nodes a character, so its graph stays within a few times MAX_NODES nodes.
+COMPOSE_FIRST_CHARS = MAX_NODES // 2
 
 _CORE = "tag:yaml.org,2002:"
 # Explicit tags that still mean plain data (what OmegaConf and Hydra can hold).
@@ -127,37 +138,100 @@ class YamlDoc:
         return 1
 
 
-def _walk(root: yaml.Node, doc: YamlDoc) -> None:
-    """Record the line of every key path and every duplicate key (iterative: no recursion).
+class _Beyond(Exception):
+    """The walk left the limits (:func:`_walk`); the event scan says where."""
 
-    Aliases share nodes: each node is visited once, under the first path that reaches it.
+    def __init__(self, what: str, line: int) -> None:
+        super().__init__(what)
+        self.what = what
+        self.line = line
+
+
+def _walk(root: yaml.Node, doc: YamlDoc) -> bool:
+    """Record the line of every key path and every duplicate key, and check the limits, in one
+    pass over the composed graph (recursive, but never deeper than :data:`MAX_DEPTH`).
+
+    Aliases share nodes: each node is visited once, under the first path that reaches it, and
+    its expanded size and depth are kept for every later alias to it; reaching a node that is
+    still being visited is an alias inside its own anchor. Raises :class:`_Beyond` at the first
+    limit passed. Returns False when the event scan must judge the document: a tag that is not
+    plain data, or a key that is itself a list or mapping (its values are not counted here).
     """
-    seen: set[int] = set()
-    stack: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
-    while stack:
-        node, prefix = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        children: list[tuple[yaml.Node, KeyPath]] = []
+    lines = doc.lines
+    duplicates = doc.duplicates
+    done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels of nesting)
+    walking: set[int] = set()  # ids of the lists and mappings being visited
+    plain = True
+
+    def child(node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
+        """Values and levels of ``node``, found as a child at nesting ``level`` (1: the top)."""
+        nonlocal plain
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag not in PLAIN_TAGS:
+                plain = False
+            return 1, 0
+        key = id(node)
+        known = done.get(key)
+        if known is None:
+            if key in walking:
+                raise _Beyond("recursion", node.start_mark.line + 1)
+            if level > MAX_DEPTH:
+                raise _Beyond("depth", node.start_mark.line + 1)
+            known = visit(node, path, level)
+        elif level + known[1] - 1 > MAX_DEPTH:
+            raise _Beyond("depth", node.start_mark.line + 1)
+        return known
+
+    def visit(node: yaml.Node, prefix: KeyPath, level: int) -> tuple[int, int]:
+        nonlocal plain
+        key = id(node)
+        walking.add(key)
+        if node.tag not in PLAIN_TAGS:
+            plain = False
+        size = 1
+        levels = 0
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
+            values_at: list[tuple[yaml.Node, KeyPath]] = []
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
+                    plain = False  # the scan counts what a list or mapping key holds
                     continue
-                key = str(key_node.value)
+                if key_node.tag not in PLAIN_TAGS:
+                    plain = False
+                name = str(key_node.value)
                 line = key_node.start_mark.line + 1
-                if key in first and key != "<<":  # several merge keys all merge
-                    doc.duplicates.append(((*prefix, key), first[key], line))
+                path = (*prefix, name)
+                if name in first and name != "<<":  # several merge keys all merge
+                    duplicates.append((path, first[name], line))
                 else:
-                    first[key] = line
-                doc.lines[(*prefix, key)] = line
-                children.append((value_node, (*prefix, key)))
+                    first[name] = line
+                lines[path] = line
+                values_at.append((value_node, path))
+            size += len(values_at)  # the keys
+            for value_node, path in values_at:  # then the values: duplicates in document order
+                values, deep = child(value_node, path, level + 1)
+                size += values
+                if deep > levels:
+                    levels = deep
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                doc.lines.setdefault((*prefix, str(index)), item.start_mark.line + 1)
-                children.append((item, (*prefix, str(index))))
-        stack.extend(reversed(children))  # depth first, in document order
+                path = (*prefix, str(index))
+                lines.setdefault(path, item.start_mark.line + 1)
+                values, deep = child(item, path, level + 1)
+                size += values
+                if deep > levels:
+                    levels = deep
+        if size > MAX_NODES:
+            raise _Beyond("values", node.start_mark.line + 1)
+        walking.discard(key)
+        done[key] = (size, levels + 1)
+        return size, levels + 1
+
+    if isinstance(root, yaml.ScalarNode):
+        return root.tag in PLAIN_TAGS
+    visit(root, (), 1)
+    return plain
 
 
 @dataclass
@@ -272,6 +346,41 @@ def _check_events(loader: Any, path: Path) -> None:
             )
 
 
+def _scan(text: str, path: Path) -> None:
+    """Run :func:`_check_events` over ``text``."""
+    scan = _Loader(text)
+    try:
+        _check_events(scan, path)
+    finally:
+        scan.dispose()
+
+
+def _beyond_error(beyond: _Beyond, path: Path) -> ConfigError:
+    """What :func:`_walk` found, should the event scan not have named it first."""
+    if beyond.what == "recursion":
+        return ConfigError(
+            path,
+            beyond.line,
+            "an alias is inside its own anchor: the value would contain itself forever",
+            "an alias repeats a block that ends before it: move it out of that block",
+        )
+    if beyond.what == "depth":
+        return ConfigError(
+            path,
+            beyond.line,
+            f"lists and mappings are nested more than {MAX_DEPTH} levels deep here",
+            f"flatten the structure: xstash, OmegaConf and Hydra take at most {MAX_DEPTH} levels",
+        )
+    return ConfigError(
+        path,
+        beyond.line,
+        f"the document expands to more than {MAX_NODES:,} values: anchors and aliases "
+        "('&name' ... '*name') repeat whole blocks, and repeats of repeats multiply",
+        f"a config holds settings, not data: keep it under {MAX_NODES:,} values with aliases "
+        "expanded, and put large data in a file the tool reads",
+    )
+
+
 def _char_at(text: str, mark: Any) -> str:
     """The character at a parser mark ('' when unknown)."""
     if mark is None:
@@ -329,17 +438,28 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
     the limits (:data:`MAX_DEPTH`, :data:`MAX_NODES`).
     """
     try:
-        scan = _Loader(text)
-        try:
-            _check_events(scan, path)
-        finally:
-            scan.dispose()
+        compose_first = len(text) <= COMPOSE_FIRST_CHARS
+        if not compose_first:
+            _scan(text, path)  # before any node of it exists
         loader = _Loader(text)
         try:
-            node = loader.get_single_node()
+            try:
+                node = loader.get_single_node()
+            except (yaml.YAMLError, RecursionError):
+                if compose_first:
+                    _scan(text, path)  # a problem before the error in the file is named first
+                raise
             doc = YamlDoc(path=path, data=None)
             if node is not None:
-                _walk(node, doc)  # before constructing: merge keys ('<<') rewrite the nodes
+                # Before constructing: merge keys ('<<') rewrite the nodes.
+                try:
+                    plain = _walk(node, doc)
+                except _Beyond as beyond:
+                    if compose_first:
+                        _scan(text, path)  # names the problem, at its line
+                    raise _beyond_error(beyond, path) from None  # (the scan always does)
+                if not plain and compose_first:
+                    _scan(text, path)
                 doc.data = loader.construct_document(node)
         finally:
             loader.dispose()
