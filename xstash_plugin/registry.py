@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,18 @@ class Registry:
     tool_errors: dict[str, ConfigError] = field(default_factory=dict)
     error: ConfigError | None = None
 
+    # Folder of a config -> whether it resolves inside ``homes`` (see spec._real_outside).
+    folders_inside: dict[Path, bool] = field(default_factory=dict, repr=False, compare=False)
+
     @property
     def names(self) -> list[str]:
         return sorted({*self.tools, *self.tool_errors})
+
+    @cached_property
+    def homes(self) -> tuple[Path, Path]:
+        """The repository and the configs root with symlinks resolved (once): every experiment
+        config must resolve inside one of them."""
+        return self.repo_root.resolve(), self.meta_path.parent.resolve()
 
 
 def _inside(path: Path, root: Path) -> bool:

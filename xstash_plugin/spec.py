@@ -572,10 +572,28 @@ def load_experiment(path: Path, registry: Registry) -> Experiment:
         raise ConfigErrors([printable_error(e) for e in exc.errors]) from None
 
 
-def _load_experiment(path: Path, registry: Registry) -> Experiment:
+def _real_outside(path: Path, registry: Registry) -> Path | None:
+    """Where ``path`` really is (symlinks resolved) when that is outside both the repository and
+    the configs root (``configs/`` itself may be a link); None when inside.
+
+    A config that is not itself a link is where its folder resolves to: each folder is resolved
+    once per registry."""
+    if not path.is_symlink():
+        folder = path.parent
+        inside = registry.folders_inside.get(folder)
+        if inside is None:
+            real_folder = folder.resolve()
+            inside = any(real_folder.is_relative_to(home) for home in registry.homes)
+            registry.folders_inside[folder] = inside
+        if inside:
+            return None
     real = path.resolve()
-    homes = (registry.repo_root.resolve(), registry.meta_path.parent.resolve())
-    if not any(real.is_relative_to(home) for home in homes):  # configs/ itself may be a link
+    return None if any(real.is_relative_to(home) for home in registry.homes) else real
+
+
+def _load_experiment(path: Path, registry: Registry) -> Experiment:
+    real = _real_outside(path, registry)
+    if real is not None:
         raise ConfigError(
             path,
             None,
