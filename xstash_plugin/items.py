@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +147,22 @@ class ExperimentItem(pytest.Item):
         # What actually ran: a command-line override of a swept key replaces the point's value.
         cli = dict(state.overrides)
         self.effective_point = {key: cli.get(key, value) for key, value in point}
-        state.register_marker(experiment.tool.name, f"experiments of tool {experiment.tool.name}")
-        self.add_marker(experiment.tool.name)
+        tool = experiment.tool.name
+        self.add_marker(state.register_marker(tool, f"experiments of tool {tool}"))
         for tag in experiment.tags:
-            state.register_marker(tag, "experiment tag")
-            self.add_marker(tag)
+            self.add_marker(state.register_marker(tag, "experiment tag"))
         self.run_dir: Path | None = None
         self.record_error: str | None = None
         self.prepared: tuple[RunRequest, dict[str, Any]] | None = None
         self.slurm_job: SlurmJob | None = None
         self.presubmit_error: RunFailed | None = None
         self.slurm_finished = False
+        config = self.config_relpath.as_posix()
         # What the controller's results table needs; travels to it on the test report.
         self.result_row: dict[str, Any] = {
             "id": self.nodeid,
             "experiment": experiment.name,
-            "config": self.config_relpath.as_posix(),
+            "config": config,
             "tool": experiment.tool.name,
             "tags": list(experiment.tags),
             "point": self.effective_point,
@@ -179,7 +180,7 @@ class ExperimentItem(pytest.Item):
             [
                 ("tool", experiment.tool.name),
                 ("experiment", experiment.name),
-                ("config", self.config_relpath.as_posix()),
+                ("config", config),
                 ("tags", ",".join(experiment.tags)),
                 ("description", experiment.description),
                 ("estimated_runtime", experiment.estimated_runtime or ""),
@@ -188,7 +189,7 @@ class ExperimentItem(pytest.Item):
             ]
         )
 
-    @property
+    @cached_property
     def config_relpath(self) -> Path:
         path = self.experiment.config_path
         try:

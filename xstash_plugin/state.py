@@ -46,7 +46,7 @@ class State:
     registries: dict[Path, Registry] = field(default_factory=dict)
     roots: dict[Path, Path | None] = field(default_factory=dict)
     names: dict[str, Path] = field(default_factory=dict)
-    markers: set[str] = field(default_factory=set)
+    markers: dict[str, pytest.MarkDecorator] = field(default_factory=dict)  # registered
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tool folder
     rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
     report_path: Path | None = None
@@ -110,10 +110,14 @@ class State:
         """Override strings of a run: the sweep point, then --xstash-override (which wins)."""
         return overrides_for([*point, *self.overrides])
 
-    def register_marker(self, name: str, what: str) -> None:
-        if name not in self.markers:
-            self.markers.add(name)
+    def register_marker(self, name: str, what: str) -> pytest.MarkDecorator:
+        """The marker ``name``, registered (with ``what`` for ``pytest --markers``) once: items
+        share one decorator per name."""
+        found = self.markers.get(name)
+        if found is None:
             self.config.addinivalue_line("markers", f"{name}: {what} (registered by xstash)")
+            found = self.markers[name] = getattr(pytest.mark, name)
+        return found
 
 
 STATE_KEY = pytest.StashKey[State]()
