@@ -99,10 +99,11 @@ def _number(value: Any) -> float | None:
 
 def parse_expectation(metric: str, spec: Any, doc: YamlDoc, keys: tuple[str, ...]) -> Expectation:
     """One entry of ``xstash.expect``; raises :class:`ConfigError` with the line."""
-    line = doc.line(*keys)
 
     def bad(what: str) -> ConfigError:
-        return ConfigError(doc.path, line, f"expectation for '{metric}': {what}", EXPECT_HELP)
+        return ConfigError(
+            doc.path, doc.line(*keys), f"expectation for '{metric}': {what}", EXPECT_HELP
+        )
 
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return Expectation(metric, "cmp", op="==", value=float(spec))

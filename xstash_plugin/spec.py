@@ -100,6 +100,8 @@ def _too_many_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> ConfigErr
 
 def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigError]:
     """Resolve every ``${...}`` the orchestrator can judge; report the ones that cannot resolve."""
+    if doc.text is not None and "${" not in doc.text and "\\" not in doc.text:
+        return []  # no value can hold '${' (an escape in double quotes could spell it)
     too_many = _too_many_interpolations(doc, payload)
     if too_many is not None:
         return [too_many]
@@ -199,7 +201,6 @@ def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigE
 
 def _check_name(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]) -> str:
     name = data.get("experiment")
-    line = doc.line("experiment")
     stem = doc.path.stem if EXPERIMENT_NAME.fullmatch(doc.path.stem) else "my_experiment"
     if name is None:
         errors.append(
@@ -215,7 +216,7 @@ def _check_name(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]) -
         errors.append(
             ConfigError(
                 doc.path,
-                line,
+                doc.line("experiment"),
                 f"experiment name {quote(name)} is not a plain name",
                 "use 1-100 characters from letters, digits, '_', '.', '+' and '-', starting "
                 f"with a letter or digit, e.g. 'experiment: {stem}'",
@@ -239,6 +240,8 @@ def _check_tool(
         )
         return None
     tool = data.get("tool")
+    if isinstance(tool, str) and tool in registry.tools and tool not in registry.tool_errors:
+        return registry.tools[tool]
     line = doc.line("tool")
     registered = ", ".join(registry.names) or "(none)"
     if tool is None:
@@ -324,6 +327,10 @@ def _check_meta_fields(
         tags = []
     clean: list[str] = []
     for index, tag in enumerate(tags):
+        if isinstance(tag, str) and tag not in RESERVED_TAGS and TAG_NAME.fullmatch(tag):
+            if tag not in clean:
+                clean.append(tag)
+            continue
         line = doc.line("tags", str(index))
         if not isinstance(tag, str):
             errors.append(
@@ -338,7 +345,7 @@ def _check_meta_fields(
                     "use letters, digits, '_', '.' and '-', starting with a letter or '_'",
                 )
             )
-        elif tag in RESERVED_TAGS:
+        else:  # a name pytest keeps for itself
             errors.append(
                 ConfigError(
                     doc.path,
@@ -347,8 +354,6 @@ def _check_meta_fields(
                     f"choose another name, e.g. '{tag}_'",
                 )
             )
-        elif tag not in clean:
-            clean.append(tag)
     estimate = data.get("estimated_runtime")
     seconds: float | None = None
     if estimate is not None:
@@ -430,7 +435,6 @@ def _check_xstash_block(
         )
         return metrics_file, expectations, points, timeout
     for key in map(str, block):
-        line = doc.line("xstash", key)
         if key == "metrics":
             metrics_file = _check_metrics_file(doc, block[key], errors)
             continue
@@ -448,7 +452,7 @@ def _check_xstash_block(
                 errors.append(
                     ConfigError(
                         doc.path,
-                        line,
+                        doc.line("xstash", key),
                         f"xstash.timeout: {exc}",
                         f"write {DURATION_HELP}, e.g. timeout: 2h",
                     )
@@ -462,7 +466,7 @@ def _check_xstash_block(
         errors.append(
             ConfigError(
                 doc.path,
-                line,
+                doc.line("xstash", key),
                 f"unknown key 'xstash.{key}'.{did_you_mean(key, XSTASH_KEYS)}",
                 "supported keys: " + (", ".join(XSTASH_KEYS) or "(none)"),
             )

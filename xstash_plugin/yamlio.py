@@ -128,6 +128,7 @@ class YamlDoc:
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
     duplicates: list[tuple[KeyPath, int, int]] = field(default_factory=list)
+    text: str | None = field(default=None, repr=False)  # what was parsed (None: unknown)
 
     def line(self, *keys: str) -> int:
         """The line of the deepest known prefix of ``keys`` (1 when nothing is known)."""
@@ -449,7 +450,7 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
                 if compose_first:
                     _scan(text, path)  # a problem before the error in the file is named first
                 raise
-            doc = YamlDoc(path=path, data=None)
+            doc = YamlDoc(path=path, data=None, text=text)
             if node is not None:
                 # Before constructing: merge keys ('<<') rewrite the nodes.
                 try:
