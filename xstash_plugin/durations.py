@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -21,6 +22,14 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not {DURATION_HELP}")
+    if len(value) > 64:  # a long string is not worth keeping in the cache
+        return _parse_text.__wrapped__(value)
+    return _parse_text(value)
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(value: str) -> float:
+    """Seconds in a duration string (configs repeat the same few: cached; errors are not)."""
     text = value.strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text)
