@@ -276,10 +276,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Experiment
     if file_path.suffix not in SUFFIXES or file_path.name == META_NAME:
         return None
     state = get_state(parent.config)
-    root = state.configs_root(file_path.parent)
+    folder = file_path.parent
+    root = state.configs_root(folder)
     if root is None:
         return None  # YAML outside any configs root is not an experiment
-    if any(part.startswith("_") for part in file_path.relative_to(root).parts):
+    if file_path.name.startswith("_") or state.fragment_folder(folder, root):
         return None  # shared Hydra fragments
     file: ExperimentFile = ExperimentFile.from_parent(parent, path=file_path, configs_root=root)
     if state.compose is not None:

@@ -45,6 +45,7 @@ class State:
     envs: EnvManager
     registries: dict[Path, Registry] = field(default_factory=dict)
     roots: dict[Path, Path | None] = field(default_factory=dict)
+    fragments: dict[Path, bool] = field(default_factory=dict)  # see fragment_folder
     names: dict[str, Path] = field(default_factory=dict)
     markers: dict[str, pytest.MarkDecorator] = field(default_factory=dict)  # registered
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tool folder
@@ -86,6 +87,15 @@ class State:
             current = current.parent
         for visited in chain:
             self.roots[visited] = found
+        return found
+
+    def fragment_folder(self, folder: Path, root: Path) -> bool:
+        """Whether ``folder`` (below the configs root ``root``) is or is inside a folder named
+        ``_...`` (shared Hydra fragments, not experiments), cached."""
+        found = self.fragments.get(folder)
+        if found is None:
+            parts = folder.relative_to(root).parts
+            found = self.fragments[folder] = any(part.startswith("_") for part in parts)
         return found
 
     def registry(self, root: Path) -> Registry:
