@@ -158,53 +158,68 @@ def _walk(root: yaml.Node, doc: YamlDoc) -> bool:
     limit passed. Returns False when the event scan must judge the document: a tag that is not
     plain data, or a key that is itself a list or mapping (its values are not counted here).
     """
-    lines = doc.lines
-    duplicates = doc.duplicates
-    done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels of nesting)
-    walking: set[int] = set()  # ids of the lists and mappings being visited
-    plain = True
+    if isinstance(root, yaml.ScalarNode):
+        return root.tag in PLAIN_TAGS
+    walk = _Walk(doc)
+    walk.visit(root, (), 1)
+    return walk.plain
 
-    def child(node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
+
+class _Walk:
+    """The state of one :func:`_walk` (a class, not closures: closures that call each other
+    are a reference cycle, left for the garbage collector with every line they recorded)."""
+
+    __slots__ = ("done", "duplicates", "lines", "plain", "walking")
+
+    def __init__(self, doc: YamlDoc) -> None:
+        self.lines = doc.lines
+        self.duplicates = doc.duplicates
+        self.done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels)
+        self.walking: set[int] = set()  # ids of the lists and mappings being visited
+        self.plain = True
+
+    def child(self, node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
         """Values and levels of ``node``, found as a child at nesting ``level`` (1: the top)."""
-        nonlocal plain
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in PLAIN_TAGS:
-                plain = False
+                self.plain = False
             return 1, 0
         key = id(node)
-        known = done.get(key)
+        known = self.done.get(key)
         if known is None:
-            if key in walking:
+            if key in self.walking:
                 raise _Beyond("recursion", node.start_mark.line + 1)
             if level > MAX_DEPTH:
                 raise _Beyond("depth", node.start_mark.line + 1)
-            known = visit(node, path, level)
+            known = self.visit(node, path, level)
         elif level + known[1] - 1 > MAX_DEPTH:
             raise _Beyond("depth", node.start_mark.line + 1)
         return known
 
-    def visit(node: yaml.Node, prefix: KeyPath, level: int) -> tuple[int, int]:
-        nonlocal plain
+    def visit(self, node: yaml.Node, prefix: KeyPath, level: int) -> tuple[int, int]:
+        """Values and levels of the list or mapping ``node``, at nesting ``level``."""
         key = id(node)
-        walking.add(key)
+        self.walking.add(key)
         if node.tag not in PLAIN_TAGS:
-            plain = False
+            self.plain = False
         size = 1
         levels = 0
+        lines = self.lines
+        child = self.child
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
             values_at: list[tuple[yaml.Node, KeyPath]] = []
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
-                    plain = False  # the scan counts what a list or mapping key holds
+                    self.plain = False  # the scan counts what a list or mapping key holds
                     continue
                 if key_node.tag not in PLAIN_TAGS:
-                    plain = False
+                    self.plain = False
                 name = str(key_node.value)
                 line = key_node.start_mark.line + 1
                 path = (*prefix, name)
                 if name in first and name != "<<":  # several merge keys all merge
-                    duplicates.append((path, first[name], line))
+                    self.duplicates.append((path, first[name], line))
                 else:
                     first[name] = line
                 lines[path] = line
@@ -225,14 +240,9 @@ def _walk(root: yaml.Node, doc: YamlDoc) -> bool:
                     levels = deep
         if size > MAX_NODES:
             raise _Beyond("values", node.start_mark.line + 1)
-        walking.discard(key)
-        done[key] = (size, levels + 1)
+        self.walking.discard(key)
+        self.done[key] = (size, levels + 1)
         return size, levels + 1
-
-    if isinstance(root, yaml.ScalarNode):
-        return root.tag in PLAIN_TAGS
-    visit(root, (), 1)
-    return plain
 
 
 @dataclass
