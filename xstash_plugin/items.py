@@ -9,7 +9,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,7 @@ class ExperimentItem(pytest.Item):
         self.point = point
         state = get_state(self.config)
         # Sweep point first, then --xstash-override: the command line has the last word.
-        self.overrides = state.point_overrides(point)
+        self.overrides = tuple(state.point_overrides(point))
         # What actually ran: a command-line override of a swept key replaces the point's value.
         cli = dict(state.overrides)
         self.effective_point = {key: cli.get(key, value) for key, value in point}
@@ -157,30 +156,14 @@ class ExperimentItem(pytest.Item):
         self.slurm_job: SlurmJob | None = None
         self.presubmit_error: RunFailed | None = None
         self.slurm_finished = False
-        config = self.config_relpath.as_posix()
-        # What the controller's results table needs; travels to it on the test report.
-        self.result_row: dict[str, Any] = {
-            "id": self.nodeid,
-            "experiment": experiment.name,
-            "config": config,
-            "tool": experiment.tool.name,
-            "tags": list(experiment.tags),
-            "point": self.effective_point,
-            "overrides": list(self.overrides),
-            "status": "not run",
-            "estimated_runtime": experiment.estimated_runtime,
-            "estimated_seconds": experiment.estimated_seconds,
-            "duration": None,
-            "exit_code": None,
-            "metrics": {},
-            "verdicts": [],
-            "run_dir": None,
-        }
+        self.order = 0  # place among the experiments, see set_order
+        self._result_row: dict[str, Any] | None = None  # see result_row
+        self.config_posix = self.config_relpath.as_posix()
         self.user_properties.extend(
             [
                 ("tool", experiment.tool.name),
                 ("experiment", experiment.name),
-                ("config", config),
+                ("config", self.config_posix),
                 ("tags", ",".join(experiment.tags)),
                 ("description", experiment.description),
                 ("estimated_runtime", experiment.estimated_runtime or ""),
@@ -189,7 +172,41 @@ class ExperimentItem(pytest.Item):
             ]
         )
 
-    @cached_property
+    @property
+    def result_row(self) -> dict[str, Any]:
+        """What the controller's results table needs; travels to it on the test report.
+
+        Made when first needed (when the item runs): at collection it would be five more
+        objects per item for the garbage collector to go over, again and again."""
+        if self._result_row is None:
+            experiment = self.experiment
+            self._result_row = {
+                "id": self.nodeid,
+                "experiment": experiment.name,
+                "config": self.config_posix,
+                "tool": experiment.tool.name,
+                "tags": list(experiment.tags),
+                "point": self.effective_point,
+                "overrides": list(self.overrides),
+                "status": "not run",
+                "estimated_runtime": experiment.estimated_runtime,
+                "estimated_seconds": experiment.estimated_seconds,
+                "duration": None,
+                "exit_code": None,
+                "metrics": {},
+                "verdicts": [],
+                "run_dir": None,
+                "order": self.order,
+            }
+        return self._result_row
+
+    def set_order(self, index: int) -> None:
+        """The experiment's place in collection order (its row's ``order``)."""
+        self.order = index
+        if self._result_row is not None:
+            self._result_row["order"] = index
+
+    @property
     def config_relpath(self) -> Path:
         path = self.experiment.config_path
         try:

@@ -337,7 +337,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     experiments = [items[i] for i in slots]
     for index, item in enumerate(experiments):
         assert isinstance(item, ExperimentItem)
-        item.result_row["order"] = index
+        item.set_order(index)
     if _order(config) == "file" or len(experiments) < 2:
         return
     learned: dict[str, float] | None = None
