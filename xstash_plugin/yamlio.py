@@ -87,6 +87,10 @@ _CORE = "tag:yaml.org,2002:"
 # Explicit tags that still mean plain data (what OmegaConf and Hydra can hold).
 _PLAIN_KINDS = ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp")
 PLAIN_TAGS = frozenset({"!", *(_CORE + kind for kind in _PLAIN_KINDS)})  # timestamp: a string
+# The tags :func:`_construct` builds itself (a merge key or a timestamp is left to PyYAML).
+_FAST_KINDS = ("str", "int", "float", "bool", "null", "seq", "map")
+_FAST_TAGS = frozenset(_CORE + kind for kind in _FAST_KINDS)
+_STR = _CORE + "str"
 
 KeyPath = tuple[str, ...]
 
@@ -149,28 +153,31 @@ class _Beyond(Exception):
         self.line = line
 
 
-def _walk(root: yaml.Node, doc: YamlDoc) -> bool:
+def _walk(root: yaml.Node, doc: YamlDoc) -> tuple[bool, bool]:
     """Record the line of every key path and every duplicate key, and check the limits, in one
     pass over the composed graph (recursive, but never deeper than :data:`MAX_DEPTH`).
 
     Aliases share nodes: each node is visited once, under the first path that reaches it, and
     its expanded size and depth are kept for every later alias to it; reaching a node that is
     still being visited is an alias inside its own anchor. Raises :class:`_Beyond` at the first
-    limit passed. Returns False when the event scan must judge the document: a tag that is not
-    plain data, or a key that is itself a list or mapping (its values are not counted here).
+    limit passed. Returns whether the document is plain (False: the event scan must judge it:
+    a tag that is not plain data, or a key that is itself a list or mapping, whose values are
+    not counted here) and whether :func:`_construct` can build it (only :data:`_FAST_TAGS`).
     """
-    if isinstance(root, yaml.ScalarNode):
-        return root.tag in PLAIN_TAGS
     walk = _Walk(doc)
-    walk.visit(root, (), 1)
-    return walk.plain
+    if isinstance(root, yaml.ScalarNode):
+        if root.tag not in _FAST_TAGS:
+            walk.tag(root.tag)
+    else:
+        walk.visit(root, (), 1)
+    return walk.plain, walk.fast
 
 
 class _Walk:
     """The state of one :func:`_walk` (a class, not closures: closures that call each other
     are a reference cycle, left for the garbage collector with every line they recorded)."""
 
-    __slots__ = ("done", "duplicates", "lines", "plain", "walking")
+    __slots__ = ("done", "duplicates", "fast", "lines", "plain", "walking")
 
     def __init__(self, doc: YamlDoc) -> None:
         self.lines = doc.lines
@@ -178,12 +185,19 @@ class _Walk:
         self.done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels)
         self.walking: set[int] = set()  # ids of the lists and mappings being visited
         self.plain = True
+        self.fast = True
+
+    def tag(self, tag: str) -> None:
+        """Note a tag other than :data:`_FAST_TAGS`."""
+        self.fast = False
+        if tag not in PLAIN_TAGS:
+            self.plain = False
 
     def child(self, node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
         """Values and levels of ``node``, found as a child at nesting ``level`` (1: the top)."""
         if isinstance(node, yaml.ScalarNode):
-            if node.tag not in PLAIN_TAGS:
-                self.plain = False
+            if node.tag not in _FAST_TAGS:
+                self.tag(node.tag)
             return 1, 0
         key = id(node)
         known = self.done.get(key)
@@ -201,8 +215,8 @@ class _Walk:
         """Values and levels of the list or mapping ``node``, at nesting ``level``."""
         key = id(node)
         self.walking.add(key)
-        if node.tag not in PLAIN_TAGS:
-            self.plain = False
+        if node.tag not in _FAST_TAGS:
+            self.tag(node.tag)
         size = 1
         levels = 0
         lines = self.lines
@@ -212,10 +226,10 @@ class _Walk:
             values_at: list[tuple[yaml.Node, KeyPath]] = []
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.plain = False  # the scan counts what a list or mapping key holds
+                    self.plain = self.fast = False  # the scan counts what such a key holds
                     continue
-                if key_node.tag not in PLAIN_TAGS:
-                    self.plain = False
+                if key_node.tag not in _FAST_TAGS:
+                    self.tag(key_node.tag)  # '<<' too: merging is left to PyYAML
                 name = str(key_node.value)
                 line = key_node.start_mark.line + 1
                 path = (*prefix, name)
@@ -358,6 +372,45 @@ def _check_events(loader: Any, path: Path) -> None:
             )
 
 
+_SCALARS: dict[str, Any] = {
+    tag: _Loader.yaml_constructors[tag]
+    for tag in _FAST_TAGS
+    if tag.endswith(("int", "float", "bool", "null"))
+}
+
+
+def _construct(root: yaml.Node, loader: Any) -> Any:
+    """The data of a checked graph whose every tag is in :data:`_FAST_TAGS`: what
+    ``loader.construct_document(root)`` gives (scalars are converted by the same functions, an
+    alias gives the same object), at a fraction of its cost. Should anything fail, PyYAML's
+    constructor builds it instead (and raises what it raises)."""
+    try:
+        return _build(root, loader, {})
+    except Exception:
+        return loader.construct_document(root)
+
+
+def _build(node: yaml.Node, loader: Any, built: dict[int, Any]) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        tag = node.tag
+        return node.value if tag == _STR else _SCALARS[tag](loader, node)
+    key = id(node)
+    found = built.get(key)
+    if found is not None:
+        return found  # an alias: the same list or dict
+    if isinstance(node, yaml.MappingNode):
+        mapping: dict[Any, Any] = {}
+        built[key] = mapping
+        for key_node, value_node in node.value:
+            mapping[_build(key_node, loader, built)] = _build(value_node, loader, built)
+        return mapping
+    sequence: list[Any] = []
+    built[key] = sequence
+    for item in node.value:
+        sequence.append(_build(item, loader, built))
+    return sequence
+
+
 def _scan(text: str, path: Path) -> None:
     """Run :func:`_check_events` over ``text``."""
     scan = _Loader(text)
@@ -465,14 +518,14 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
             if node is not None:
                 # Before constructing: merge keys ('<<') rewrite the nodes.
                 try:
-                    plain = _walk(node, doc)
+                    plain, fast = _walk(node, doc)
                 except _Beyond as beyond:
                     if compose_first:
                         _scan(text, path)  # names the problem, at its line
                     raise _beyond_error(beyond, path) from None  # (the scan always does)
                 if not plain and compose_first:
                     _scan(text, path)
-                doc.data = loader.construct_document(node)
+                doc.data = _construct(node, loader) if fast else loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
