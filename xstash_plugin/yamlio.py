@@ -131,14 +131,40 @@ class YamlDoc:
 
     path: Path
     data: Any
-    lines: dict[KeyPath, int] = field(default_factory=dict)
     duplicates: list[tuple[KeyPath, int, int]] = field(default_factory=list)
     text: str | None = field(default=None, repr=False)  # what was parsed (None: unknown)
+    # The node graph, while the lines are not read from it yet (see lines).
+    root: yaml.Node | None = field(default=None, repr=False)
+    _lines: dict[KeyPath, int] | None = field(default=None, init=False, repr=False)
+    _top: dict[str, int] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def lines(self) -> dict[KeyPath, int]:
+        """The line of every key path, read from the node graph when first needed (most
+        configs only need the line of 'experiment', and more only for an error)."""
+        if self._lines is None:
+            self._lines = _record_lines(self.root) if self.root is not None else {}
+            self.root = self._top = None
+        return self._lines
+
+    @lines.setter
+    def lines(self, lines: dict[KeyPath, int]) -> None:
+        self._lines = lines
+        self.root = self._top = None
 
     def line(self, *keys: str) -> int:
         """The line of the deepest known prefix of ``keys`` (1 when nothing is known)."""
+        if len(keys) == 1 and self._lines is None and isinstance(self.root, yaml.MappingNode):
+            if self._top is None:  # a top-level key: its line is in the top mapping
+                self._top = {
+                    str(key.value): key.start_mark.line + 1
+                    for key, _ in self.root.value
+                    if isinstance(key, yaml.ScalarNode)
+                }  # a repeated key: its last line, as in lines
+            return self._top.get(keys[0], 1)
+        lines = self.lines
         for end in range(len(keys), 0, -1):
-            found = self.lines.get(tuple(keys[:end]))
+            found = lines.get(tuple(keys[:end]))
             if found is not None:
                 return found
         return 1
@@ -153,9 +179,39 @@ class _Beyond(Exception):
         self.line = line
 
 
+def _record_lines(root: yaml.Node) -> dict[KeyPath, int]:
+    """The line of every key path (iterative: no recursion), read from the node graph.
+
+    Aliases share nodes: each node is visited once, under the first path that reaches it.
+    """
+    lines: dict[KeyPath, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, KeyPath]] = []
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                path = (*prefix, str(key_node.value))
+                lines[path] = key_node.start_mark.line + 1
+                children.append((value_node, path))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines.setdefault((*prefix, str(index)), item.start_mark.line + 1)
+                children.append((item, (*prefix, str(index))))
+        stack.extend(reversed(children))  # depth first, in document order
+    return lines
+
+
 def _walk(root: yaml.Node, doc: YamlDoc) -> tuple[bool, bool]:
-    """Record the line of every key path and every duplicate key, and check the limits, in one
-    pass over the composed graph (recursive, but never deeper than :data:`MAX_DEPTH`).
+    """Record every duplicate key and check the limits, in one pass over the composed graph
+    (recursive, but never deeper than :data:`MAX_DEPTH`). Lines are not recorded here: the
+    document reads them from the graph when it is first asked for one (:meth:`YamlDoc.line`).
 
     Aliases share nodes: each node is visited once, under the first path that reaches it, and
     its expanded size and depth are kept for every later alias to it; reaching a node that is
@@ -164,7 +220,7 @@ def _walk(root: yaml.Node, doc: YamlDoc) -> tuple[bool, bool]:
     a tag that is not plain data, or a key that is itself a list or mapping, whose values are
     not counted here) and whether :func:`_construct` can build it (only :data:`_FAST_TAGS`).
     """
-    walk = _Walk(doc)
+    walk = _Walk(doc.duplicates)
     if isinstance(root, yaml.ScalarNode):
         if root.tag not in _FAST_TAGS:
             walk.tag(root.tag)
@@ -175,13 +231,12 @@ def _walk(root: yaml.Node, doc: YamlDoc) -> tuple[bool, bool]:
 
 class _Walk:
     """The state of one :func:`_walk` (a class, not closures: closures that call each other
-    are a reference cycle, left for the garbage collector with every line they recorded)."""
+    are a reference cycle, left for the garbage collector with all they hold)."""
 
-    __slots__ = ("done", "duplicates", "fast", "lines", "plain", "walking")
+    __slots__ = ("done", "duplicates", "fast", "plain", "walking")
 
-    def __init__(self, doc: YamlDoc) -> None:
-        self.lines = doc.lines
-        self.duplicates = doc.duplicates
+    def __init__(self, duplicates: list[tuple[KeyPath, int, int]]) -> None:
+        self.duplicates = duplicates
         self.done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels)
         self.walking: set[int] = set()  # ids of the lists and mappings being visited
         self.plain = True
@@ -193,12 +248,9 @@ class _Walk:
         if tag not in PLAIN_TAGS:
             self.plain = False
 
-    def child(self, node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
-        """Values and levels of ``node``, found as a child at nesting ``level`` (1: the top)."""
-        if isinstance(node, yaml.ScalarNode):
-            if node.tag not in _FAST_TAGS:
-                self.tag(node.tag)
-            return 1, 0
+    def nested(self, node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
+        """Values and levels of the list or mapping ``node`` inside another, at nesting
+        ``level`` (1: the top)."""
         key = id(node)
         known = self.done.get(key)
         if known is None:
@@ -206,8 +258,8 @@ class _Walk:
                 raise _Beyond("recursion", node.start_mark.line + 1)
             if level > MAX_DEPTH:
                 raise _Beyond("depth", node.start_mark.line + 1)
-            known = self.visit(node, path, level)
-        elif level + known[1] - 1 > MAX_DEPTH:
+            return self.visit(node, path, level)
+        if level + known[1] - 1 > MAX_DEPTH:
             raise _Beyond("depth", node.start_mark.line + 1)
         return known
 
@@ -219,11 +271,9 @@ class _Walk:
             self.tag(node.tag)
         size = 1
         levels = 0
-        lines = self.lines
-        child = self.child
+        inside: list[tuple[yaml.Node, str]] = []  # lists and mappings in it, after its keys
         if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            values_at: list[tuple[yaml.Node, KeyPath]] = []
+            first: dict[str, yaml.Node] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.plain = self.fast = False  # the scan counts what such a key holds
@@ -231,28 +281,36 @@ class _Walk:
                 if key_node.tag not in _FAST_TAGS:
                     self.tag(key_node.tag)  # '<<' too: merging is left to PyYAML
                 name = str(key_node.value)
-                line = key_node.start_mark.line + 1
-                path = (*prefix, name)
                 if name in first and name != "<<":  # several merge keys all merge
-                    self.duplicates.append((path, first[name], line))
+                    self.duplicates.append(
+                        (
+                            (*prefix, name),
+                            first[name].start_mark.line + 1,
+                            key_node.start_mark.line + 1,
+                        )
+                    )
                 else:
-                    first[name] = line
-                lines[path] = line
-                values_at.append((value_node, path))
-            size += len(values_at)  # the keys
-            for value_node, path in values_at:  # then the values: duplicates in document order
-                values, deep = child(value_node, path, level + 1)
-                size += values
-                if deep > levels:
-                    levels = deep
+                    first[name] = key_node
+                if isinstance(value_node, yaml.ScalarNode):
+                    size += 2
+                    if value_node.tag not in _FAST_TAGS:
+                        self.tag(value_node.tag)
+                else:
+                    size += 1
+                    inside.append((value_node, name))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                path = (*prefix, str(index))
-                lines.setdefault(path, item.start_mark.line + 1)
-                values, deep = child(item, path, level + 1)
-                size += values
-                if deep > levels:
-                    levels = deep
+                if isinstance(item, yaml.ScalarNode):
+                    size += 1
+                    if item.tag not in _FAST_TAGS:
+                        self.tag(item.tag)
+                else:
+                    inside.append((item, str(index)))
+        for child, name in inside:  # in document order: so are the duplicates they hold
+            values, deep = self.nested(child, (*prefix, name), level + 1)
+            size += values
+            if deep > levels:
+                levels = deep
         if size > MAX_NODES:
             raise _Beyond("values", node.start_mark.line + 1)
         self.walking.discard(key)
@@ -516,7 +574,6 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
                 raise
             doc = YamlDoc(path=path, data=None, text=text)
             if node is not None:
-                # Before constructing: merge keys ('<<') rewrite the nodes.
                 try:
                     plain, fast = _walk(node, doc)
                 except _Beyond as beyond:
@@ -525,7 +582,12 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
                     raise _beyond_error(beyond, path) from None  # (the scan always does)
                 if not plain and compose_first:
                     _scan(text, path)
-                doc.data = _construct(node, loader) if fast else loader.construct_document(node)
+                if fast:
+                    doc.root = node  # its lines are read when first needed
+                    doc.data = _construct(node, loader)
+                else:
+                    doc.lines = _record_lines(node)  # before: merge keys ('<<') rewrite nodes
+                    doc.data = loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
