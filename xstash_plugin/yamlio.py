@@ -12,12 +12,13 @@ document, or any explicit tag that is not plain data (``!!python/...`` and custo
 is ever constructed from a tag).
 
 A file of up to :data:`COMPOSE_FIRST_CHARS` characters (every real config) is composed first:
-its node graph holds at most a few hundred thousand nodes whatever it says (aliases are shared
-nodes, libyaml stops at 1,000 levels), and one walk over it records the lines and checks the
-limits (:func:`_walk`). Only when the walk finds a problem, or composing fails, does the streaming
-scan of the parser's events (:func:`_check_events`) run, to name the first problem in document
-order at its line. A larger file is scanned before it is composed, so that no node of a document
-beyond the limits is ever built.
+its node graph holds at most about :data:`MAX_NODES` nodes whatever it says (aliases are shared
+nodes, libyaml stops at 1,000 levels), and one walk over it checks the limits and finds the
+duplicate keys (:func:`_walk`). Only when the walk finds a problem, or composing fails, does the
+streaming scan of the parser's events (:func:`_check_events`) run, to name the first problem in
+document order at its line. A larger file is scanned before it is composed, so that no node of a
+document beyond the limits is ever built. A plain document's data is then built directly
+(:func:`_construct`), and its lines are read from the graph only when asked for.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def dump_yaml(data: Any) -> str:
 MAX_FILE_BYTES = 10 * 1024 * 1024  # 10 MiB: a config holds settings, not data
 MAX_NODES = 100_000  # values (scalars, lists, mappings, keys) after expanding aliases
 MAX_DEPTH = 32  # nested lists/mappings, top level included: OmegaConf recurses ~13 frames each
-# Up to this many characters a file is composed before it is checked: it cannot hold more than
-# about two nodes a character, so its graph stays within a few times MAX_NODES nodes.
+# Up to this many characters a file is composed before it is checked: a node takes about a
+# character at the least ('?,' in a flow mapping: two), so its graph stays within MAX_NODES.
 COMPOSE_FIRST_CHARS = MAX_NODES // 2
 
 _CORE = "tag:yaml.org,2002:"
@@ -329,8 +330,9 @@ class _Open:
 
 
 def _check_events(loader: Any, path: Path) -> None:
-    """Stream the parser's events once, before composing: bound depth and expanded size, refuse
-    a second document, recursive aliases and tags that are not plain data."""
+    """Stream the parser's events once: bound depth and expanded size, refuse a second document,
+    recursive aliases and tags that are not plain data, each at its line. Runs before composing
+    a large file, and after composing a small one only when there is a problem to name."""
     sizes: dict[str, tuple[int, int]] = {}  # anchor -> (expanded values, levels of nesting)
     opened: list[_Open] = []
     total = 0
