@@ -556,6 +556,34 @@ def _reader_error(exc: yaml.reader.ReaderError, text: str, path: Path) -> Config
     )
 
 
+def _bad_value_error(root: yaml.Node, loader: Any, path: Path, exc: Exception) -> ConfigError:
+    """A value its explicit tag cannot hold (``!!int abc``, ``!!bool maybe``): name it and its
+    line instead of the constructor's bare ValueError."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node, deep=True)
+            except (ValueError, KeyError, TypeError, yaml.YAMLError):
+                tag = node.tag.rsplit(":", 1)[-1]
+                return ConfigError(
+                    path,
+                    node.start_mark.line + 1,
+                    f"{printable(repr(node.value))} is not a valid {tag} (it is tagged !!{tag})",
+                    f"write a value of type {tag}, or remove the '!!{tag}' tag",
+                )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in reversed(node.value):
+                stack.extend((value, key))
+    return ConfigError(path, None, f"a value cannot be read: {exc}", "correct the value")
+
+
 def parse_yaml(text: str, path: Path) -> YamlDoc:
     """Parse ``text`` (the content of ``path``) into a :class:`YamlDoc`.
 
@@ -584,12 +612,15 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
                     raise _beyond_error(beyond, path) from None  # (the scan always does)
                 if not plain and compose_first:
                     _scan(text, path)
-                if fast:
-                    doc.root = node  # its lines are read when first needed
-                    doc.data = _construct(node, loader)
-                else:
-                    doc.lines = _record_lines(node)  # before: merge keys ('<<') rewrite nodes
-                    doc.data = loader.construct_document(node)
+                try:
+                    if fast:
+                        doc.root = node  # its lines are read when first needed
+                        doc.data = _construct(node, loader)
+                    else:
+                        doc.lines = _record_lines(node)  # before: merge keys rewrite nodes
+                        doc.data = loader.construct_document(node)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _bad_value_error(node, loader, path, exc) from None
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
