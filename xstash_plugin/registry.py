@@ -240,22 +240,16 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
             "python must be a string",
             "write e.g. python: '3.11' (or leave it out to use the python running pytest)",
         )
-    pass_experiment = spec.get("pass_experiment", False)
-    if not isinstance(pass_experiment, bool):
-        raise ConfigError(
-            meta,
-            doc.line("tools", name, "pass_experiment"),
-            "pass_experiment must be true/false",
-            "write pass_experiment: true (or false, the default)",
-        )
-    preload = spec.get("preload", False)
-    if not isinstance(preload, bool):
-        raise ConfigError(
-            meta,
-            doc.line("tools", name, "preload"),
-            "preload must be true/false",
-            "write preload: true to fork each run from a preloaded tool process (or false)",
-        )
+    pass_experiment = _flag(
+        spec, "pass_experiment", doc, name, "write pass_experiment: true (or false, the default)"
+    )
+    preload = _flag(
+        spec,
+        "preload",
+        doc,
+        name,
+        "write preload: true to fork each run from a preloaded tool process (or false)",
+    )
     launcher: str | None = None
     resources: dict[str, Any] = {}
     try:
@@ -285,6 +279,14 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         resources=resources,
         preload=preload,
     )
+
+
+def _flag(spec: dict[str, Any], key: str, doc: YamlDoc, name: str, fix: str) -> bool:
+    """A true/false key of tool ``name`` (default false), or a ConfigError at its line."""
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(doc.path, doc.line("tools", name, key), f"{key} must be true/false", fix)
+    return value
 
 
 def _check_tool_name(name: str, doc: YamlDoc) -> None:

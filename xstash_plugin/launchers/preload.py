@@ -45,7 +45,12 @@ _STARTUP_VARS = (
 
 class PreloadUnavailable(Exception):
     """The tool cannot be preloaded (import failed, server died before the run started): run
-    it plainly instead. Nothing of the run has started."""
+    it plainly instead. Nothing of the run has started. ``permanent``: it would fail the same
+    way every time (no guard, import error), so it is not tried again."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class PreloadLost(Exception):
@@ -60,6 +65,11 @@ class ServerKey:
     entry: str  # module name, or the absolute path of the script
     cwd: str
     startup_env: tuple[tuple[str, str], ...]
+
+    @property
+    def path0(self) -> str:
+        """``sys.path[0]`` of a plain run: the script's folder, or the cwd for ``-m``."""
+        return str(Path(self.entry).parent) if self.kind == "file" else self.cwd
 
 
 def server_key(argv: tuple[str, ...], cwd: Path, env: dict[str, str]) -> ServerKey | None:
@@ -113,7 +123,8 @@ def check_preloadable(key: ServerKey) -> None:
     if not any(_is_main_guard(node) for node in tree.body):
         raise PreloadUnavailable(
             f"{path} has no 'if __name__ == \"__main__\":' block, so importing it would run "
-            "the tool; put the call of the Hydra main function under one"
+            "the tool; put the call of the Hydra main function under one",
+            permanent=True,
         )
 
 
@@ -122,14 +133,12 @@ class PreloadServer:
     key: ServerKey
     proc: subprocess.Popen[bytes]
     sock: socket.socket
-    python_version: str = ""
     busy: bool = False
     _buffer: bytes = b""
 
     @classmethod
     def start(cls, key: ServerKey, env: dict[str, str], log: Path) -> PreloadServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        path0 = str(Path(key.entry).parent) if key.kind == "file" else key.cwd
         try:
             with open(log, "ab") as err:
                 proc = subprocess.Popen(
@@ -140,7 +149,7 @@ class PreloadServer:
                         str(theirs.fileno()),
                         key.kind,
                         key.entry,
-                        path0,
+                        key.path0,
                     ],
                     cwd=key.cwd,
                     env=env,
@@ -164,8 +173,7 @@ class PreloadServer:
         if not hello.get("ready"):
             server.close()
             error = str(hello.get("error") or "unknown error").rstrip()
-            raise PreloadUnavailable(f"importing the tool failed:\n{error}")
-        server.python_version = str(hello.get("python", ""))
+            raise PreloadUnavailable(f"importing the tool failed:\n{error}", permanent=True)
         return server
 
     def alive(self) -> bool:
@@ -194,10 +202,9 @@ class PreloadServer:
         """Start one run of ``argv`` (``python <entrypoint> args...``, as :func:`server_key`
         read it) with ``fds`` as its stdin/stdout/stderr; its pid."""
         args = argv[3:] if self.key.kind == "module" else argv[2:]
-        path0 = str(Path(self.key.entry).parent) if self.key.kind == "file" else str(cwd)
         entry = self.key.entry
         body = json.dumps(
-            {"cwd": str(cwd), "env": env, "argv": [entry, *args], "path0": path0}
+            {"cwd": str(cwd), "env": env, "argv": [entry, *args], "path0": self.key.path0}
         ).encode()
         try:
             self.sock.settimeout(None)
@@ -230,12 +237,6 @@ class PreloadedProcess:
     server: PreloadServer
     pid: int
     returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                return self.wait(0)
-        return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is not None:
@@ -276,14 +277,10 @@ class PreloadPool:
         if server is None:
             try:
                 check_preloadable(key)
-            except PreloadUnavailable as exc:
-                self.failed[key] = str(exc)
-                raise
-            try:
                 server = PreloadServer.start(key, env, log)
             except PreloadUnavailable as exc:
-                if "importing the tool failed" in str(exc):
-                    self.failed[key] = str(exc)  # it will fail the same way every time
+                if exc.permanent:
+                    self.failed[key] = str(exc)
                 raise
             self.servers[key] = server
         return server

@@ -106,12 +106,11 @@ def _run_child(request: dict[str, Any], fds: list[int], sock: socket.socket, kin
             setattr(sys, f"__{name}__", stream)
         entry, *args = request["argv"]
         sys.path[0] = request["path0"]
+        sys.argv = [entry, *args]
         try:
             if kind == "module":
-                sys.argv = [entry, *args]
                 runpy.run_module(entry, run_name="__main__", alter_sys=True)
             else:
-                sys.argv = [entry, *args]
                 runpy.run_path(entry, run_name="__main__")
             code = 0
         except SystemExit as exc:
