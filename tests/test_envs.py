@@ -40,7 +40,12 @@ def read_seen(run_dir: Path) -> dict[str, Any]:
 
 @pytest.mark.slow_integration
 @pytest.mark.parametrize("deps", ["pyproject", "requirements"])
-def test_uv_env_is_built_and_used(project: Project, deps: str) -> None:
+def test_uv_env_is_built_and_used(
+    project: Project, deps: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python itself may not write bytecode here (as in many container images): the .pyc files
+    # checked below can only come from xstash asking uv to compile the environment.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     folder = project.tool("uvtool", deps=deps)
     project.config("uv.yaml", "tool: uvtool\nexperiment: in_venv\nmessage: hi\n")
     result = project.pytester.runpytest("configs", "-v")
@@ -57,6 +62,10 @@ def test_uv_env_is_built_and_used(project: Project, deps: str) -> None:
     assert line["tool"] == "uvtool"
     assert line["ok"] is True
     assert (folder / "uv.lock").exists() == (deps == "pyproject")
+    # Runs import Hydra from bytecode compiled when the environment was built.
+    (hydra_package,) = (folder / ".venv").glob("lib/python*/site-packages/hydra")
+    compiled = {p.name.split(".")[0] for p in (hydra_package / "__pycache__").glob("*.pyc")}
+    assert {"__init__", "main", "utils"} <= compiled
 
 
 def test_system_env_uses_pytest_interpreter(project: Project) -> None:
