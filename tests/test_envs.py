@@ -92,18 +92,25 @@ def test_xdist_syncs_each_tool_once_per_session(project: Project) -> None:
                 f"tool: {tool}\nexperiment: {tool}_{index}\nindex: {index}\n",
             )
     sessions: list[str] = []
-    for _ in range(2):
+    # Bytecode is compiled by the first sync, then only when a tool's dependency files change.
+    compiled = [{"alpha": True, "beta": True}, {"alpha": False, "beta": False}]
+    compiled.append({"alpha": True, "beta": False})
+    for index, expected in enumerate(compiled):
+        if index == 2:
+            pyproject = project.root / "tools" / "alpha" / "pyproject.toml"
+            pyproject.write_text(pyproject.read_text() + "# a change\n")
         result = project.pytester.runpytest_subprocess("configs", "-n", "2")
         result.assert_outcomes(passed=6)
         result.stdout.fnmatch_lines(["*created: 2/2 workers*"])
         new = [line for line in sync_log(project) if line["session"] not in sessions]
         assert Counter(line["tool"] for line in new) == {"alpha": 1, "beta": 1}, new
         assert all(line["ok"] for line in new)
+        assert {line["tool"]: line["compiled"] for line in new} == expected
         (session,) = {line["session"] for line in new}
         sessions.append(session)
-    assert len(sync_log(project)) == 4
+    assert len(sync_log(project)) == 6
     for tool in ("alpha", "beta"):
-        assert len(project.run_dirs(f"{tool}/e0")) == 2
+        assert len(project.run_dirs(f"{tool}/e0")) == 3
 
 
 @pytest.mark.slow_integration

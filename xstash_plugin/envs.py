@@ -22,14 +22,16 @@ from filelock import FileLock
 
 from .errors import EnvError
 from .registry import Tool
+from .runs import dependency_hash
 
 SYNC_LOG = "sync.log"
 
-# Bytecode for every module of the environment, written once when it is built: a run then
-# imports Hydra from .pyc files even where Python may not write them itself
+# Bytecode for every module of the environment, written when it is built or its dependencies
+# change: a run then imports Hydra from .pyc files even where Python may not write them itself
 # (PYTHONDONTWRITEBYTECODE=1, as in many container images, or a read-only tool folder), which
-# takes a bare Hydra run from ~0.7-0.9 s to ~0.35-0.5 s here. A sync with nothing to do then
-# costs ~50 ms instead of ~15 ms (uv checks the whole site-packages).
+# takes a bare Hydra run from ~0.7-0.9 s to ~0.35-0.5 s here. Only then: uv compiles (checks)
+# the whole site-packages each time it is asked, ~50 ms for a sync with nothing to do instead
+# of ~15 ms, so the stamp remembers the dependency files it was last done for.
 COMPILE = ("--compile-bytecode",)
 
 
@@ -65,12 +67,14 @@ def uv_environ() -> dict[str, str]:
     return env
 
 
-def sync_commands(tool: Tool, uv: str) -> list[list[str]]:
-    """The uv commands that make ``tool``'s environment, in order."""
+def sync_commands(tool: Tool, uv: str, compile: bool = True) -> list[list[str]]:
+    """The uv commands that make ``tool``'s environment, in order (``compile``: and write the
+    bytecode of all it holds)."""
     python = tool.python or sys.executable
     venv = tool.path / ".venv"
+    extra = COMPILE if compile else ()
     if (tool.path / "pyproject.toml").is_file():
-        return [[uv, "sync", "--project", str(tool.path), "--python", python, *COMPILE]]
+        return [[uv, "sync", "--project", str(tool.path), "--python", python, *extra]]
     if (tool.path / "requirements.txt").is_file():
         commands = []
         if not venv_python(venv).exists():
@@ -84,7 +88,7 @@ def sync_commands(tool: Tool, uv: str) -> list[list[str]]:
                 str(venv_python(venv)),
                 "-r",
                 str(tool.path / "requirements.txt"),
-                *COMPILE,
+                *extra,
             ]
         )
         return commands
@@ -137,12 +141,28 @@ class EnvManager:
                 raise EnvError(str(previous.get("message", "environment preparation failed")))
             started = time.perf_counter()
             ok, message = True, ""
+            # Compile unless the last sync did for these very dependency files.
+            compiled = previous.get("compiled")
+            compile = not (
+                compiled and compiled == dependency_hash(tool.path) and os.path.exists(python)
+            )
             try:
-                self._sync(tool)
+                self._sync(tool, compile)
             except EnvError as exc:
                 ok, message = False, str(exc)
             seconds = time.perf_counter() - started
-            stamp.write_text(json.dumps({"session": self.session_id, "ok": ok, "message": message}))
+            if ok and compile:
+                compiled = dependency_hash(tool.path)  # uv sync may have written uv.lock
+            stamp.write_text(
+                json.dumps(
+                    {
+                        "session": self.session_id,
+                        "ok": ok,
+                        "message": message,
+                        "compiled": compiled if ok else None,
+                    }
+                )
+            )
             with open(self.state_dir / SYNC_LOG, "a", encoding="utf-8") as log:
                 log.write(
                     json.dumps(
@@ -151,6 +171,7 @@ class EnvManager:
                             "tool": tool.name,
                             "pid": os.getpid(),
                             "ok": ok,
+                            "compiled": ok and compile,
                             "seconds": round(seconds, 3),
                         }
                     )
@@ -160,9 +181,9 @@ class EnvManager:
             raise EnvError(message)
         return python
 
-    def _sync(self, tool: Tool) -> None:
+    def _sync(self, tool: Tool, compile: bool = True) -> None:
         uv = find_uv()
-        for command in sync_commands(tool, uv):
+        for command in sync_commands(tool, uv, compile):
             try:
                 proc = subprocess.run(
                     command,
