@@ -31,6 +31,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Python's default is to cache bytecode; these machines set PYTHONDONTWRITEBYTECODE=1, which
+# would make every process the benchmarks start (pytest, its workers, the shell side's tools)
+# compile what has no .pyc yet, every time: an artefact of the machine, not of either side.
+# Both sides run without it. (xstash's tool environments have their bytecode anyway: uv
+# compiles it when xstash builds them.)
+DONTWRITEBYTECODE = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 PYTHON = sys.executable
 HYDRA = "hydra-core==1.3.8"
 

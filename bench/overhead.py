@@ -13,6 +13,15 @@ Then, alternately:
 Each side writes into fresh run directories every round (the loop's are made before its clock
 starts; xstash makes its own). Prints the medians and the ratio xstash/shell.
 
+For B1 both sides also time every tool run (xstash: the run records' ``duration``; the loop:
+bash's ``$EPOCHREALTIME`` around each command), so each round splits into the tools' own time
+and what the side adds around them. On these VMs the CPU's speed drifts by up to +-30 % within
+minutes (the same bare Hydra run takes 0.35 s, then 0.5 s), so two 20 s sessions differ by more
+than the 5 % under test. The script therefore also prints the ratio with the tools' time
+equalised: (T + xstash's added time) / (T + the loop's added time), T the median of every
+round's tool time on both sides, each added time a median over rounds. It also prints both
+sides' median tool run, so a tool that ran slower under xstash would show there.
+
     python bench/overhead.py --workers 1 [--n 50] [--repeat 3]     # B1, goal <= 1.05
     python bench/overhead.py --workers 2 [--n 50] [--repeat 3]     # B2, goal <= 1.10
 """
@@ -80,6 +89,21 @@ def shell_commands(recs: list[dict[str, Any]], base: Path) -> list[tuple[str, st
     return commands
 
 
+def timed_loop(commands: list[tuple[str, str]], times: Path) -> str:
+    """The bash loop of ``commands``, each between two reads of ``$EPOCHREALTIME`` (a bash
+    variable: no process) written to ``times`` after it."""
+    lines = ["set -e", f"exec 3>{shlex.quote(str(times))}"]
+    for _, line in commands:
+        lines.append(f's=$EPOCHREALTIME; {line}; echo "$s $EPOCHREALTIME" >&3')
+    return "\n".join(lines) + "\n"
+
+
+def tool_seconds(path: Path) -> list[float]:
+    """The loop's per-command times from :func:`timed_loop`'s file."""
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return [float(end) - float(start) for start, end in pairs]
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--n", type=int, default=50, help="experiments (default 50)")
@@ -101,8 +125,13 @@ def main() -> None:
         cwd = cwds.pop()
         env = tool_environ(cwd)
 
+        tools: dict[str, list[list[float]]] = {"xstash": [], "loop": []}
+
         def xstash(i: int) -> float:
-            return run(xstash_argv(args.workers, tmp / f"out-x{i}"), root)[0]
+            out = tmp / f"out-x{i}"
+            elapsed = run(xstash_argv(args.workers, out), root)[0]
+            tools["xstash"].append([float(r["duration"]) for r in records(out)])
+            return elapsed
 
         def shell(i: int) -> float:
             base = tmp / f"out-shell{i}"
@@ -110,9 +139,10 @@ def main() -> None:
             for run_dir, _ in commands:
                 Path(run_dir).mkdir(parents=True)
             if args.workers == 1:
-                script = "set -e\n" + "".join(f"{line}\n" for _, line in commands)
-                path = write(base / "loop.sh", script)
-                return run(["bash", str(path)], Path(cwd), env)[0]
+                path = write(base / "loop.sh", timed_loop(commands, base / "times.txt"))
+                elapsed = run(["bash", str(path)], Path(cwd), env)[0]
+                tools["loop"].append(tool_seconds(base / "times.txt"))
+                return elapsed
             listing = []
             for index, (_, line) in enumerate(commands):
                 listing.append(str(write(base / f"cmd{index:04d}.sh", f"exec {line}\n")))
@@ -146,6 +176,13 @@ def main() -> None:
         f"xstash takes {1000 * (x - k) / args.n:.0f} ms per experiment, {shell_name} "
         f"{1000 * s / args.n:.0f} ms"
     )
+    measured = f"{ratio:.3f} ({x:.2f} s vs {s:.2f} s)"
+    met = ratio <= goal
+    if args.workers == 1:
+        equalised, text = equalise(times["xstash"], times[shell_name], tools, args.n)
+        print(text)
+        measured += f"; {equalised:.3f} with the tools' own time equalised"
+        met = met and equalised <= goal
     line = (
         f"{bid} {name} ({args.n} experiments, {dist} vs {shell_name}): xstash {x:.2f} s, "
         f"{shell_name} {s:.2f} s, ratio {ratio:.3f} (goal <= {goal}) - median of {args.repeat}"
@@ -157,8 +194,8 @@ def main() -> None:
                 id=bid,
                 what=f"{args.n} trivial experiments, {dist} vs {shell_name} of the same commands",
                 goal=f"<= {goal}",
-                measured=f"{ratio:.3f} ({x:.2f} s vs {s:.2f} s)",
-                met=ratio <= goal,
+                measured=measured,
+                met=met,
                 command=command_line(
                     "overhead.py", args, "--workers", str(args.workers), "--n", str(args.n)
                 ),
@@ -166,6 +203,27 @@ def main() -> None:
         ],
         args.json,
     )
+
+
+def equalise(
+    xstash: list[float], loop: list[float], tools: dict[str, list[list[float]]], n: int
+) -> tuple[float, str]:
+    """The B1 ratio with the tools' own time the same on both sides, and what it is made of."""
+    added_x = median([wall - sum(runs) for wall, runs in zip(xstash, tools["xstash"], strict=True)])
+    added_l = median([wall - sum(runs) for wall, runs in zip(loop, tools["loop"], strict=True)])
+    total = median([sum(runs) for runs in tools["xstash"] + tools["loop"]])
+    per_run = {side: median([t for runs in tools[side] for t in runs]) for side in tools}
+    ratio = (total + added_x) / (total + added_l)
+    text = (
+        f"tool runs: median {1000 * per_run['xstash']:.0f} ms under xstash, "
+        f"{1000 * per_run['loop']:.0f} ms in the loop; the {n} runs' total, median of every "
+        f"round of both sides: {total:.2f} s\n"
+        f"added around the tools: xstash {added_x:.2f} s ({1000 * added_x / n:.1f} ms per run), "
+        f"loop {added_l:.2f} s\n"
+        f"ratio with the tools' own time equalised: ({total:.2f} + {added_x:.2f}) / "
+        f"({total:.2f} + {added_l:.2f}) = {ratio:.3f}"
+    )
+    return ratio, text
 
 
 if __name__ == "__main__":
