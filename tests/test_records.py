@@ -275,6 +275,32 @@ def sleepers(project: Project) -> Iterator[list[int]]:
 def test_ctrl_c_interrupts_runs(
     project: Project, sleepers: list[int], workers: int, stubborn: bool, sig: signal.Signals
 ) -> None:
+    interrupt_session(project, sleepers, workers, stubborn, sig)
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
+def test_sigterm_stops_a_session_started_in_the_background(
+    project: Project, sleepers: list[int], workers: int
+) -> None:
+    # A shell starts a background job (`pytest -n 2 ... &` in a batch script) with SIGINT
+    # ignored, and its children inherit that; a scheduler then stops it with SIGTERM.
+    interrupt_session(project, sleepers, workers, False, signal.SIGTERM, ignore_sigint=True)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def interrupt_session(
+    project: Project,
+    sleepers: list[int],
+    workers: int,
+    stubborn: bool,
+    sig: signal.Signals,
+    ignore_sigint: bool = False,
+) -> None:
+    """Start a session of sleeping tools, send pytest ``sig`` once they run: pytest must end
+    as interrupted within 15 s, no tool may survive, every record must say 'interrupted'."""
     prefix = "stubborn" if stubborn else "nap"
     names = [f"{prefix}0", f"{prefix}1"][: max(workers, 1)]
     for name in names:
@@ -289,6 +315,7 @@ def test_ctrl_c_interrupts_runs(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a Ctrl-C of ours must not reach it, nor its of us
+        preexec_fn=_ignore_sigint if ignore_sigint else None,
     )
     try:
         pid_files = wait_for_pid_files(project.root, len(names), proc)

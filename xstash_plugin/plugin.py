@@ -143,6 +143,18 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         signal.signal(signal.SIGTERM, _interrupt)
         state.sigterm_installed = True
+    # An xdist worker is stopped by its controller through execnet, which interrupts the
+    # worker's main thread as a SIGINT would: a no-op when SIGINT is ignored, as it is in every
+    # process started as a background job of a script (`pytest -n 2 ... &`). The worker would
+    # then go on waiting for its tool until execnet kills it 10 s later, leaving the tool's
+    # process tree running and its record 'running'. Workers take no signal from a terminal,
+    # so they always get Python's own SIGINT handler back.
+    if (
+        hasattr(config, "workerinput")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
     grace, _ = _duration_setting(config, "xstash_kill_grace", None)
     if grace is not None:
