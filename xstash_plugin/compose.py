@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from .command import build_argv
 from .envs import EnvManager
 from .errors import EnvError
@@ -99,6 +97,8 @@ class ComposeChecker:
     def _check(self, key: str, experiment: Experiment, overrides: list[str]) -> Verdict:
         self.dir.mkdir(parents=True, exist_ok=True)
         cache = self.dir / f"{key}.json"
+        from filelock import FileLock  # ~20 ms of import (asyncio): only when used
+
         with FileLock(str(self.dir / f"{key}.lock")):
             try:
                 data: dict[str, Any] = json.loads(cache.read_text())

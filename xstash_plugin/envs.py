@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from filelock import FileLock
-
 from .errors import EnvError
 from .registry import Tool
 from .runs import dependency_hash
@@ -130,6 +128,8 @@ class EnvManager:
         base = self.state_dir / f"{tool.path.name}-{digest}"
         stamp = base.with_suffix(".stamp")
         python = str(venv_python(tool.path / ".venv"))
+        from filelock import FileLock  # ~20 ms of import (asyncio): only when used
+
         with FileLock(str(base.with_suffix(".lock"))):
             try:
                 previous = json.loads(stamp.read_text())
