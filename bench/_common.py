@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # compile what has no .pyc yet, every time: an artefact of the machine, not of either side.
 # Both sides run without it. (xstash's tool environments have their bytecode anyway: uv
 # compiles it when xstash builds them.)
-DONTWRITEBYTECODE = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 PYTHON = sys.executable
 HYDRA = "hydra-core==1.3.8"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .command import build_argv
-from .envs import EnvManager
+from .envs import EnvManager, file_lock
 from .errors import EnvError
 from .registry import Tool
 from .runs import dependency_hash, write_tool_config
@@ -97,9 +97,7 @@ class ComposeChecker:
     def _check(self, key: str, experiment: Experiment, overrides: list[str]) -> Verdict:
         self.dir.mkdir(parents=True, exist_ok=True)
         cache = self.dir / f"{key}.json"
-        from filelock import FileLock  # ~20 ms of import (asyncio): only when used
-
-        with FileLock(str(self.dir / f"{key}.lock")):
+        with file_lock(self.dir / f"{key}.lock"):
             try:
                 data: dict[str, Any] = json.loads(cache.read_text())
                 self.cached += 1

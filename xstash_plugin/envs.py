@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .errors import EnvError
@@ -65,12 +66,19 @@ def uv_environ() -> dict[str, str]:
     return env
 
 
-def sync_commands(tool: Tool, uv: str, compile: bool = True) -> list[list[str]]:
-    """The uv commands that make ``tool``'s environment, in order (``compile``: and write the
-    bytecode of all it holds)."""
+def file_lock(path: Path) -> AbstractContextManager[object]:
+    """An inter-process lock on ``path`` (filelock is imported only here: ~20 ms, asyncio)."""
+    from filelock import FileLock
+
+    return FileLock(str(path))
+
+
+def sync_commands(tool: Tool, uv: str, compile_bytecode: bool) -> list[list[str]]:
+    """The uv commands that make ``tool``'s environment, in order (``compile_bytecode``: and
+    write the bytecode of all it holds)."""
     python = tool.python or sys.executable
     venv = tool.path / ".venv"
-    extra = COMPILE if compile else ()
+    extra = COMPILE if compile_bytecode else ()
     if (tool.path / "pyproject.toml").is_file():
         return [[uv, "sync", "--project", str(tool.path), "--python", python, *extra]]
     if (tool.path / "requirements.txt").is_file():
@@ -128,9 +136,7 @@ class EnvManager:
         base = self.state_dir / f"{tool.path.name}-{digest}"
         stamp = base.with_suffix(".stamp")
         python = str(venv_python(tool.path / ".venv"))
-        from filelock import FileLock  # ~20 ms of import (asyncio): only when used
-
-        with FileLock(str(base.with_suffix(".lock"))):
+        with file_lock(base.with_suffix(".lock")):
             try:
                 previous = json.loads(stamp.read_text())
             except (OSError, ValueError):
@@ -143,15 +149,15 @@ class EnvManager:
             ok, message = True, ""
             # Compile unless the last sync did for these very dependency files.
             compiled = previous.get("compiled")
-            compile = not (
+            compile_bytecode = not (
                 compiled and compiled == dependency_hash(tool.path) and os.path.exists(python)
             )
             try:
-                self._sync(tool, compile)
+                self._sync(tool, compile_bytecode)
             except EnvError as exc:
                 ok, message = False, str(exc)
             seconds = time.perf_counter() - started
-            if ok and compile:
+            if ok and compile_bytecode:
                 compiled = dependency_hash(tool.path)  # uv sync may have written uv.lock
             stamp.write_text(
                 json.dumps(
@@ -171,7 +177,7 @@ class EnvManager:
                             "tool": tool.name,
                             "pid": os.getpid(),
                             "ok": ok,
-                            "compiled": ok and compile,
+                            "compiled": ok and compile_bytecode,
                             "seconds": round(seconds, 3),
                         }
                     )
@@ -181,9 +187,9 @@ class EnvManager:
             raise EnvError(message)
         return python
 
-    def _sync(self, tool: Tool, compile: bool = True) -> None:
+    def _sync(self, tool: Tool, compile_bytecode: bool) -> None:
         uv = find_uv()
-        for command in sync_commands(tool, uv, compile):
+        for command in sync_commands(tool, uv, compile_bytecode):
             try:
                 proc = subprocess.run(
                     command,

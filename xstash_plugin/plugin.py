@@ -135,26 +135,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
     state.launcher = config.getoption("xstash_launcher") or "local"
     state.detach = bool(config.getoption("xstash_detach"))
-    # SIGTERM (a scheduler, `kill`, a CI timeout) stops runs like Ctrl-C does: records say
-    # 'interrupted' and tools' process trees are killed, instead of pytest vanishing.
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    ):
-        signal.signal(signal.SIGTERM, _interrupt)
-        state.sigterm_installed = True
-    # An xdist worker is stopped by its controller through execnet, which interrupts the
-    # worker's main thread as a SIGINT would: a no-op when SIGINT is ignored, as it is in every
-    # process started as a background job of a script (`pytest -n 2 ... &`). The worker would
-    # then go on waiting for its tool until execnet kills it 10 s later, leaving the tool's
-    # process tree running and its record 'running'. Workers take no signal from a terminal,
-    # so they always get Python's own SIGINT handler back.
-    if (
-        hasattr(config, "workerinput")
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    ):
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():
+        _install_signal_handlers(config, state)
     state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
     grace, _ = _duration_setting(config, "xstash_kill_grace", None)
     if grace is not None:
@@ -308,6 +290,22 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
         f"xstash: --xstash-compose checked {compose.spawned + compose.cached} run(s): "
         f"{compose.spawned} composed by their tools, {compose.cached} unchanged (cached)"
     )
+
+
+def _install_signal_handlers(config: pytest.Config, state: State) -> None:
+    # SIGTERM (a scheduler, `kill`, a CI timeout) stops runs like Ctrl-C does: records say
+    # 'interrupted' and tools' process trees are killed, instead of pytest vanishing.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+        state.sigterm_installed = True
+    # An xdist worker is stopped by its controller through execnet, which interrupts the
+    # worker's main thread as a SIGINT would: a no-op when SIGINT is ignored, as it is in every
+    # process started as a background job of a script (`pytest -n 2 ... &`). The worker would
+    # then go on waiting for its tool until execnet kills it 10 s later, leaving the tool's
+    # process tree running and its record 'running'. Workers take no signal from a terminal,
+    # so they always get Python's own SIGINT handler back.
+    if hasattr(config, "workerinput") and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:
