@@ -8,6 +8,7 @@ those use a few lines of plain Python on ``env: system``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,6 +32,26 @@ def main(cfg):
     print("out-marker from", HydraConfig.get().job.name, flush=True)
     print("err-marker from", HydraConfig.get().job.name, file=sys.stderr, flush=True)
     sys.exit(int(cfg.code))
+
+if __name__ == "__main__":
+    main()
+"""
+
+# A real Hydra tool whose main raises; it notes the HYDRA_FULL_ERROR it was given (JSON: null
+# when unset) and prints one distinctive line to each stream first.
+HYDRA_RAISES = """\
+import json, os, sys
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg):
+    seen = os.environ.get("HYDRA_FULL_ERROR")
+    with open(os.path.join(HydraConfig.get().runtime.output_dir, "full_error.json"), "w") as f:
+        json.dump(seen, f)
+    print("HYDRA_FULL_ERROR seen:", seen, flush=True)
+    print("stderr-marker-7d1f before the crash", file=sys.stderr, flush=True)
+    raise ValueError("learning rate must be positive")
 
 if __name__ == "__main__":
     main()
@@ -271,13 +292,21 @@ def test_failing_tool_report(project: Project) -> None:
     result = project.pytester.runpytest("configs")
     result.assert_outcomes(failed=1)
     report = failure_report(result, "boom")
-    assert "tool 'crash' exited with code 3" in report
+    # No exception line in its stderr: the first line ends with the exit and its duration.
+    assert re.fullmatch(
+        r"experiment 'boom' \(configs/boom\.yaml\): tool 'crash' exited with code 3 after [0-9.]+s",
+        report.splitlines()[0],
+    )
     assert "command: " in report
     assert "run directory: " in report
     assert "stderr line 060" in report
     assert "stderr line 021" in report  # the 40th line from the end
     assert "stderr line 020" not in report
     assert "stderr line 001" not in report
+    # The report shows the stderr tail, so no captured stderr section repeats it.
+    assert result.stdout.str().count("stderr line 060") == 1
+    assert "Captured stderr call" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*- Captured stdout call -*", "stdout of the failing tool"])
     # The report is xstash's message, not a traceback through the plugin.
     assert "Traceback" not in result.stdout.str()
     assert "items.py" not in report
@@ -288,6 +317,58 @@ def test_failing_tool_report(project: Project) -> None:
     assert record["status"] == "failed"
     assert record["exit_code"] == 3
     assert record["signal"] is None
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
+@pytest.mark.parametrize("full_error", [None, "1"], ids=["unset", "user-set"])
+def test_report_leads_with_exception_and_hydra_full_error_is_the_users(
+    project: Project,
+    hydra_python: str,
+    monkeypatch: pytest.MonkeyPatch,
+    full_error: str | None,
+    workers: int,
+) -> None:
+    if full_error is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", full_error)
+    project.tool("raiser", HYDRA_RAISES, env=hydra_python, deps=None)
+    project.config("lr.yaml", "tool: raiser\nexperiment: lr\nlr: -1\n")
+    if workers:
+        result = project.pytester.runpytest_subprocess("configs", "-n", str(workers))
+        result.stdout.fnmatch_lines([f"*created: {workers}/{workers} workers*"])
+    else:
+        result = project.pytester.runpytest("configs")
+    result.assert_outcomes(failed=1)
+    (run_dir,) = project.run_dirs("lr")
+    # The tool gets the user's HYDRA_FULL_ERROR: none when unset, else exactly theirs.
+    assert json.loads((run_dir / "full_error.json").read_text()) == full_error
+    report = failure_report(result, "lr")
+    # Under xdist, pytest puts the worker's "[gw0] linux -- Python ..." line above the report.
+    first = next(line for line in report.splitlines() if not line.startswith("[gw"))
+    assert re.fullmatch(
+        r"experiment 'lr' \(configs/lr\.yaml\): tool 'raiser' exited with code 1 after [0-9.]+s"
+        r": ValueError: learning rate must be positive",
+        first,
+    ), first
+    assert "command: " in report and f"run directory: {run_dir}" in report
+    hint = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+    if full_error is None:  # Hydra's short traceback, with its hint after the exception line
+        assert "Error executing job with overrides" in report
+        assert hint in report
+        assert "hydra/_internal" not in report
+    else:  # the full one, through Hydra's own frames
+        assert hint not in report
+        assert "hydra/_internal" in report
+    # The stderr tail is printed once (in the report), stdout in its captured section.
+    out = result.stdout.str()
+    assert out.count("stderr-marker-7d1f before the crash") == 1
+    assert out.count("ValueError: learning rate must be positive") == 2  # first line + tail
+    assert "Captured stderr call" not in out
+    result.stdout.fnmatch_lines(
+        ["*- Captured stdout call -*", f"HYDRA_FULL_ERROR seen: {full_error}"]
+    )
+    assert read_record(run_dir)["status"] == "failed"
 
 
 @pytest.mark.parametrize(("signame", "number"), [("SIGKILL", 9), ("SIGSEGV", 11)])
@@ -310,19 +391,22 @@ def test_tool_killed_by_signal(project: Project, signame: str, number: int) -> N
 # --- 6. output streams --------------------------------------------------------------------
 
 
-def test_output_captured_without_s(project: Project, hydra_python: str) -> None:
+@pytest.mark.parametrize("code", [0, 1], ids=["passed", "failed"])
+def test_output_captured_without_s(project: Project, hydra_python: str, code: int) -> None:
     project.tool("say", HYDRA_EXIT, env=hydra_python, deps=None)
-    project.config("say.yaml", "tool: say\nexperiment: talk\ncode: 1\n")
-    result = project.pytester.runpytest("configs")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*- Captured stdout call -*",
-            "out-marker from talk",
-            "*- Captured stderr call -*",
-            "err-marker from talk",
-        ]
-    )
+    project.config("say.yaml", f"tool: say\nexperiment: talk\ncode: {code}\n")
+    result = project.pytester.runpytest("configs", "-rP")  # -rP: passed tests' sections too
+    result.assert_outcomes(passed=1 - code, failed=code)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["*- Captured stdout call -*", "out-marker from talk"])
+    if code == 0:
+        result.stdout.fnmatch_lines(["*- Captured stderr call -*", "err-marker from talk"])
+    else:
+        # The failure report shows the stderr tail; the captured section would repeat it.
+        assert "Captured stderr call" not in out
+        assert "err-marker from talk" in failure_report(result, "talk")
+    assert out.count("err-marker from talk") == 1
+    assert out.count("out-marker from talk") == 1
     (run_dir,) = project.run_dirs("say")
     assert (run_dir / "stdout.log").read_text() == "out-marker from talk\n"
 

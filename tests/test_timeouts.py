@@ -76,12 +76,18 @@ def test_config_timeout_kills_the_process_tree(sleeper: Project) -> None:
         [
             "*experiment 'slow' (configs/slow.yaml): TIMEOUT after *s (limit 1.0s, from "
             "xstash.timeout in configs/slow.yaml)*SIGKILL after 0.5s",
-            "*last 1 lines of stdout*",
-            "  tick",
             "*last 1 lines of stderr*",
             "  still going",
+            "*- Captured stdout call -*",
+            "tick",
         ]
     )
+    # The report shows stderr's tail (not stdout's); stdout is in its captured section only.
+    out = result.stdout.str()
+    assert "lines of stdout" not in out
+    assert "Captured stderr call" not in out
+    assert out.count("still going") == 1
+    assert out.count("tick") == 1
     assert took < 15
     record = record_of(sleeper, "slow")
     assert record["status"] == "timeout"
@@ -125,7 +131,19 @@ def test_timeout_under_xdist_and_junit(sleeper: Project) -> None:
     sleeper.pytester.makeini("[pytest]\nxstash_kill_grace = 0.3s\n")
     result = sleeper.pytester.runpytest_subprocess("configs", "-n", "2", "--junitxml=r.xml")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*TIMEOUT after*", "*configs/a.yaml::a*timeout*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*TIMEOUT after*",
+            "*last 1 lines of stderr*",
+            "  still going",
+            "*- Captured stdout call -*",
+            "tick",
+            "*configs/a.yaml::a*timeout*",
+        ]
+    )
+    out = result.stdout.str()
+    assert "Captured stderr call" not in out
+    assert out.count("still going") == 1
     cases = {c.get("name"): c for c in ET.parse(sleeper.root / "r.xml").iter("testcase")}
     failure = cases["a"].find("failure")
     assert failure is not None and "TIMEOUT after" in (failure.get("message") or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -215,8 +216,8 @@ class ExperimentItem(pytest.Item):
             return path.relative_to(path.parent.parent)
 
     def _environment(self, python: str) -> dict[str, str]:
+        # HYDRA_FULL_ERROR stays the user's: passed on as set, never added.
         env = dict(os.environ)
-        env["HYDRA_FULL_ERROR"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         tool = self.experiment.tool
         if tool.env == "uv":
@@ -663,22 +664,21 @@ class ExperimentItem(pytest.Item):
         self.user_properties.append(("exit_code", str(result.returncode)))
         self.user_properties.append(("duration", f"{result.duration:.3f}"))
         self._metric_properties(metrics, verdicts)
+        report = None  # a timeout's or a failed exit's report, which shows the stderr tail
+        if self.record_error is None and result.timed_out:
+            report = self._timeout_report(request, result)
+        elif self.record_error is None and not exited_ok:
+            report = self._failure_report(request, result)
         if not request.live:
-            for name, path in (("stdout", request.stdout_path), ("stderr", request.stderr_path)):
-                lines, cut = tail_lines(path, SECTION_TAIL)
-                if lines:
-                    head = f"[last {len(lines)} lines; full log: {path}]\n" if cut else ""
-                    self.add_report_section("call", name, head + "\n".join(lines))
+            self._log_sections(request, with_stderr=report is None)
         if self.record_error is not None:
             raise RunFailed(
                 f"experiment '{self.name}' ({self.config_relpath}): {self.record_error}\n"
                 f"the tool {describe_exit(result.returncode)}; its logs are in {request.run_dir}"
                 "\nfix: free disk space or choose another --xstash-output-root"
             )
-        if result.timed_out:
-            raise RunFailed(self._timeout_report(request, result))
-        if not exited_ok:
-            raise RunFailed(self._failure_report(request, result))
+        if report is not None:
+            raise RunFailed(report)
         if metrics_problem is not None:
             raise RunFailed(
                 f"experiment '{self.name}' ({self.config_relpath}): {metrics_problem}"
@@ -691,6 +691,18 @@ class ExperimentItem(pytest.Item):
                 + f"\nmetrics: {metrics_path}\nrun directory: {request.run_dir}"
             )
 
+    def _log_sections(self, request: RunRequest, with_stderr: bool) -> None:
+        """pytest's captured-output sections: the last lines of stdout, and of stderr unless
+        the failure report already shows its tail (the same lines are not printed twice)."""
+        logs = [("stdout", request.stdout_path)]
+        if with_stderr:
+            logs.append(("stderr", request.stderr_path))
+        for name, path in logs:
+            lines, cut = tail_lines(path, SECTION_TAIL)
+            if lines:
+                head = f"[last {len(lines)} lines; full log: {path}]\n" if cut else ""
+                self.add_report_section("call", name, head + "\n".join(lines))
+
     def _timeout_report(self, request: RunRequest, result: RunResult) -> str:
         timeout, source = self.timeout()
         parts = [
@@ -701,20 +713,27 @@ class ExperimentItem(pytest.Item):
             f"command: {shlex.join(request.argv)}",
             f"run directory: {request.run_dir}",
         ]
-        for name, path in (("stdout", request.stdout_path), ("stderr", request.stderr_path)):
-            lines, _ = tail_lines(path, 10)
-            if lines:
-                parts.append(f"last {len(lines)} lines of {name} ({path}):")
-                parts.extend("  " + line for line in lines)
+        lines, _ = tail_lines(request.stderr_path, STDERR_TAIL)
+        if lines:
+            parts.append(f"last {len(lines)} lines of stderr ({request.stderr_path}):")
+            parts.extend("  " + line for line in lines)
+        else:
+            parts.append(f"stderr was empty ({request.stderr_path})")
         return "\n".join(parts)
 
     def _failure_report(self, request: RunRequest, result: RunResult) -> str:
         experiment = self.experiment
         lines, cut = tail_lines(request.stderr_path, STDERR_TAIL)
-        parts = [
+        headline = (
             f"experiment '{self.name}' ({self.config_relpath}): tool "
             f"'{experiment.tool.name}' {describe_exit(result.returncode)} after "
-            f"{format_duration(result.duration)}",
+            f"{format_duration(result.duration)}"
+        )
+        exception = self._exception_line(lines)
+        if exception is not None:
+            headline += f": {exception}"
+        parts = [
+            headline,
             f"command: {shlex.join(request.argv)}",
             f"cwd: {request.cwd}",
             f"run directory: {request.run_dir}",
@@ -726,6 +745,33 @@ class ExperimentItem(pytest.Item):
         else:
             parts.append(f"stderr was empty ({request.stderr_path}); stdout: {request.stdout_path}")
         return "\n".join(parts)
+
+    # What a Python traceback ends with: ``ValueError: msg``, ``pkg.mod.SomeError: msg``,
+    # ``KeyboardInterrupt``. Group 1 is the class name.
+    _EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: .*|:)?")
+    _EXCEPTION_NAMES = ("Error", "Exception", "Interrupt", "Exit", "Warning")
+    _EXCEPTION_LINE_MAX = 300  # characters of it in the report's first line
+
+    @classmethod
+    def _exception_line(cls, lines: list[str]) -> str | None:
+        """The tool's exception line in its stderr tail: the last line that looks like the one
+        a Python traceback ends with (``ValueError: msg``, ``pkg.mod.SomeError: msg``,
+        ``KeyboardInterrupt``), also under Hydra's short traceback (whose closing hint about
+        HYDRA_FULL_ERROR is not one). A class name that does not end in Error, Exception, ...
+        counts right after a traceback's indented frame lines. None when there is none."""
+        found = None
+        in_traceback = after_frame = False
+        for line in lines:
+            text = line.rstrip()
+            match = cls._EXCEPTION_LINE.fullmatch(text)
+            if match and (match.group(1).endswith(cls._EXCEPTION_NAMES) or after_frame):
+                found = text
+            if text.lstrip(" |+").startswith("Traceback (most recent call last)"):
+                in_traceback = True
+            after_frame = in_traceback and text[:1].isspace()
+        if found is not None and len(found) > cls._EXCEPTION_LINE_MAX:
+            found = found[: cls._EXCEPTION_LINE_MAX - 3] + "..."
+        return found
 
     def repr_failure(
         self,
