@@ -122,7 +122,10 @@ def write(path: Path, text: str) -> Path:
 def make_repo(root: Path, tools: dict[str, str], meta_extra: dict[str, str] | None = None) -> Path:
     """A repository in ``root``: ``tools/<name>/src/main.py`` (+ pyproject.toml) for each tool,
     ``configs/meta.yaml`` registering them (``meta_extra[name]``: more YAML lines for the tool's
-    entry, indented by 4), and an empty ``pytest.ini`` so the rootdir is ``root``."""
+    entry, indented by 4), and a ``pytest.ini`` so the rootdir is ``root``.
+
+    The ini turns compose at collection off: these benchmarks time runs (or, B3, collecting
+    without the tools); what composing costs is B7's (bench/compose.py), which writes its own."""
     meta = ["tools:"]
     for name, source in tools.items():
         write(root / "tools" / name / "pyproject.toml", PYPROJECT.format(name=name, hydra=HYDRA))
@@ -130,7 +133,7 @@ def make_repo(root: Path, tools: dict[str, str], meta_extra: dict[str, str] | No
         meta += [f"  {name}:", f"    path: tools/{name}", "    entrypoint: src/main.py"]
         meta += [f"    {line}" for line in (meta_extra or {}).get(name, "").splitlines()]
     write(root / "configs" / "meta.yaml", "\n".join(meta) + "\n")
-    write(root / "pytest.ini", "[pytest]\n")
+    write(root / "pytest.ini", "[pytest]\nxstash_compose = off\n")
     return root
 
 
@@ -226,7 +229,7 @@ def tool_environ(cwd: str) -> dict[str, str]:
     """The environment xstash gives a ``env: uv`` tool (see ``ExperimentItem._environment``)."""
     env = dict(os.environ)
     venv = Path(cwd) / ".venv"
-    env.update(HYDRA_FULL_ERROR="1", PYTHONUNBUFFERED="1", VIRTUAL_ENV=str(venv))
+    env.update(PYTHONUNBUFFERED="1", VIRTUAL_ENV=str(venv))
     env["PATH"] = str(venv / "bin") + os.pathsep + env.get("PATH", "")
     return env
 

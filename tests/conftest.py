@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import HYDRA_PIN, Project
+from helpers import COLORLOG_PIN, HYDRA_PIN, Project
 
 from xstash_plugin.envs import find_uv, uv_environ
 
@@ -26,7 +26,8 @@ os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
 
 @pytest.fixture(scope="session")
 def hydra_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A python with hydra-core, made once per test session (for tools using ``env: <path>``)."""
+    """A python with hydra-core and hydra-colorlog, made once per test session (for tools using
+    ``env: <path>``); bytecode is compiled, so imports stay fast under PYTHONDONTWRITEBYTECODE."""
     venv = tmp_path_factory.mktemp("hydra-env") / ".venv"
     uv = find_uv()
     env = uv_environ()
@@ -37,7 +38,16 @@ def hydra_python(tmp_path_factory: pytest.TempPathFactory) -> str:
         capture_output=True,
     )
     subprocess.run(
-        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), HYDRA_PIN],
+        [
+            uv,
+            "pip",
+            "install",
+            "--compile-bytecode",
+            "--python",
+            str(venv / "bin" / "python"),
+            HYDRA_PIN,
+            COLORLOG_PIN,
+        ],
         check=True,
         env=env,
         capture_output=True,

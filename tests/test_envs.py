@@ -115,8 +115,9 @@ def test_xdist_syncs_each_tool_once_per_session(project: Project) -> None:
 
 @pytest.mark.slow_integration
 @pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
+@pytest.mark.parametrize("compose", ["on", "off"])
 def test_failed_sync_fails_only_that_tool(
-    project: Project, hydra_python: str, workers: int
+    project: Project, hydra_python: str, workers: int, compose: str
 ) -> None:
     broken = project.tool("broken")
     (broken / "pyproject.toml").write_text(
@@ -127,18 +128,31 @@ def test_failed_sync_fails_only_that_tool(
     project.config("b1.yaml", "tool: broken\nexperiment: broken_one\n")
     project.config("b2.yaml", "tool: broken\nexperiment: broken_two\n")
     project.config("ok.yaml", "tool: fine\nexperiment: fine_one\n")
+    args = ["configs", "-rf", f"--xstash-compose={compose}", "--continue-on-collection-errors"]
     if workers:
-        result = project.pytester.runpytest_subprocess("configs", "-n", str(workers), "-rf")
+        result = project.pytester.runpytest_subprocess(*args, "-n", str(workers))
     else:
-        result = project.pytester.runpytest("configs", "-rf")
-    result.assert_outcomes(passed=1, failed=2)
+        result = project.pytester.runpytest(*args)
     text = result.stdout.str()
+    assert "Traceback" not in text
+    # uv ran once for the broken tool, however many experiments and workers asked for it.
+    assert [(line["tool"], line["ok"]) for line in sync_log(project)] == [("broken", False)]
+    if compose == "on":
+        # Composing at collection needs the environment: the tool's experiments fail their
+        # collection with uv's message; the other tool's experiment runs.
+        result.assert_outcomes(passed=1, errors=2)
+        for config in ("b1", "b2"):
+            section = text.split(f"ERROR collecting configs/{config}.yaml")[1]
+            assert "tool 'broken' cannot compose this experiment: its environment" in section
+            assert MISSING_PACKAGE in section.split("uv says:")[1]
+        assert len(project.run_dirs("ok")) == 1
+        return
+    result.assert_outcomes(passed=1, failed=2)
     for name in ("broken_one", "broken_two"):
         # Both experiments carry uv's own message, though uv ran once (see sync.log).
         section = text.split(f"broken: {name} _")[1]
         assert "preparing the environment of tool 'broken' failed" in section
         assert MISSING_PACKAGE in section.split("uv says:")[1]
-    assert "Traceback" not in text
     # Nothing is lost: each broken run still leaves a record saying what happened.
     for config in ("b1", "b2"):
         (run_dir,) = project.run_dirs(config)
@@ -146,6 +160,3 @@ def test_failed_sync_fails_only_that_tool(
         assert record["status"] == "error"
         assert MISSING_PACKAGE in record["error"]
     assert len(project.run_dirs("ok")) == 1
-    (line,) = sync_log(project)
-    assert line["tool"] == "broken"
-    assert line["ok"] is False

@@ -49,6 +49,9 @@ if __name__ == "__main__":
 def preloaded(pytester: pytest.Pytester, hydra_python: str) -> Project:
     project = Project(pytester, preload=True)
     project.tool("probe", PROBE, env=hydra_python, deps=None)
+    # These tests count who imported the tool (preload servers, runs); composing at collection
+    # imports it once more, in a process of its own (tests/test_compose.py counts those).
+    pytester.makeini("[pytest]\nxstash_compose = off\n")
     return project
 
 

@@ -385,7 +385,8 @@ def test_failed_environment_leaves_error_record(project: Project) -> None:
         f'dependencies = ["{MISSING_PACKAGE}==9.9"]\n[tool.uv]\npackage = false\n'
     )
     project.config("b.yaml", "tool: broken\nexperiment: broken_one\n")
-    result = project.pytester.runpytest("configs")
+    # At run time, that is: composing at collection would report it first (tests/test_envs.py).
+    result = project.pytester.runpytest("configs", "--xstash-compose=off")
     result.assert_outcomes(failed=1)
     (run_dir,) = project.run_dirs("b")
     result.stdout.fnmatch_lines([f"run directory: {run_dir}"])

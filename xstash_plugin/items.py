@@ -17,9 +17,10 @@ import pytest
 
 from . import progress
 from .command import build_argv
+from .compose import Run
 from .durations import format_duration
 from .envs import uv_version, venv_python
-from .errors import EnvError, RunFailed, XstashError, XstashWarning
+from .errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
 from .launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from .launchers.slurm import SlurmJob
@@ -41,6 +42,7 @@ from .runs import (
 from .spec import Experiment
 from .state import get_state
 from .sweeps import Point, point_labels
+from .yamlio import printable_error
 
 STDERR_TAIL = 40
 SECTION_TAIL = 200
@@ -53,36 +55,17 @@ class ExperimentFile(pytest.File):
         super().__init__(**kwargs)
         self.configs_root = configs_root
 
-    def start_compose(self) -> None:
-        """Submit the compose checks of this file's runs (``--xstash-compose``)."""
-        state = get_state(self.config)
-        assert state.compose is not None
-        try:
-            experiment = state.experiment(self.path, self.configs_root)
-        except XstashError:
-            return  # collect() reports it
-        for point in experiment.points or ((),):
-            state.compose.submit(experiment, state.point_overrides(point))
-
     def _check_composed(self, experiment: Experiment, labels: list[str]) -> None:
+        """Let the tool compose every run of the experiment (unless --xstash-compose=off)."""
         state = get_state(self.config)
         assert state.compose is not None
-        problems = []
-        for point, label in zip(experiment.points or ((),), labels, strict=True):
-            verdict = state.compose.submit(experiment, state.point_overrides(point)).result()
-            if not verdict.ok:
-                where = f" (sweep point {label})" if label else ""
-                problems.append(
-                    f"{self.path}:{experiment.line}: tool '{experiment.tool.name}' cannot "
-                    f"compose experiment '{experiment.name}'{where}:\n"
-                    + "\n".join("    " + line for line in verdict.message.splitlines())
-                )
-        if problems:
-            raise self.CollectError(
-                "\n".join(problems)
-                + "\n  fix: make the config match the tool's schema and config groups "
-                "(this check is --xstash-compose)"
-            )
+        runs = [
+            Run(label, dict(point), state.point_overrides(point))
+            for point, label in zip(experiment.points or ((),), labels, strict=True)
+        ]
+        errors = state.compose.check(experiment, runs)
+        if errors:
+            raise self.CollectError(str(ConfigErrors([printable_error(e) for e in errors])))
 
     def collect(self) -> Iterator[ExperimentItem]:
         state = get_state(self.config)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .command import override_value
+from .compose import COMPOSE_HELP
 from .durations import parse_duration
 from .errors import XstashError
 from .items import ExperimentFile, ExperimentItem
@@ -30,7 +31,6 @@ from .report import (
 )
 from .runs import read_record, recover_crashed_run
 from .state import (
-    COMPOSE_HELP,
     OUTPUT_ROOT_HELP,
     REUSE_HELP,
     STATE_KEY,
@@ -83,8 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--xstash-compose",
         dest="xstash_compose",
-        action="store_true",
-        default=False,
+        nargs="?",
+        const="on",
+        default=None,
+        choices=["on", "off"],
+        metavar="on|off",
         help=COMPOSE_HELP,
     )
     group.addoption(
@@ -113,7 +116,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("xstash_kill_grace", GRACE_HELP, default="")
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
-    parser.addini("xstash_compose", COMPOSE_HELP, type="bool", default=False)
+    parser.addini("xstash_compose", COMPOSE_HELP, default="")
     group.addoption(
         "--xstash-reuse",
         dest="xstash_reuse",
@@ -277,19 +280,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Experiment
     if file_path.name.startswith("_") or state.fragment_folder(folder, root):
         return None  # shared Hydra fragments
     file: ExperimentFile = ExperimentFile.from_parent(parent, path=file_path, configs_root=root)
-    if state.compose is not None:
-        file.start_compose()  # every file of a folder starts before the first is judged
     return file
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     compose = get_state(config).compose
-    if compose is None:
-        return None
-    return (
-        f"xstash: --xstash-compose checked {compose.spawned + compose.cached} run(s): "
-        f"{compose.spawned} composed by their tools, {compose.cached} unchanged (cached)"
-    )
+    if compose is None or config.get_verbosity() < 0:
+        return None  # -q: the list of tests alone
+    return compose.summary()
 
 
 def _install_signal_handlers(config: pytest.Config, state: State) -> None:

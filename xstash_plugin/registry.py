@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .hydra_entry import HydraMain, read_hydra_main
 from .resources import check_launcher, check_resources
 from .suggest import did_you_mean
 from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
@@ -30,6 +31,8 @@ TOOL_KEYS = {
     "launcher": "'local' (default) or 'slurm': where this tool's experiments run",
     "resources": "SLURM resources for this tool's jobs: {partition, time, cpus, gpus, mem, ...}",
     "preload": "true to import the tool once per worker and fork each run from it (faster starts)",
+    "config_name": "the tool's primary config, which experiments extend (default: read from "
+    "its @hydra.main(config_name=...))",
 }
 
 # A tool's name is a marker of its experiments (``-m <tool>``), as tags are.
@@ -71,6 +74,9 @@ class Tool:
     launcher: str | None = None  # None: not set in meta.yaml
     resources: dict[str, Any] = field(default_factory=dict)
     preload: bool = False  # fork each local run from a process that imported the tool once
+    # The config experiments extend: meta.yaml's config_name, else @hydra.main's (None: none).
+    primary: str | None = None
+    hydra_main: HydraMain | None = None  # what the entry's source says (see hydra_entry)
 
     @property
     def module_style(self) -> bool:
@@ -250,6 +256,18 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         name,
         "write preload: true to fork each run from a preloaded tool process (or false)",
     )
+    hydra_main = read_hydra_main(tool_dir, entrypoint)
+    primary = hydra_main.config_name
+    if "config_name" in spec:
+        primary = spec["config_name"]
+        if primary is not None and (not isinstance(primary, str) or not primary.strip()):
+            raise ConfigError(
+                meta,
+                doc.line("tools", name, "config_name"),
+                f"config_name of tool '{name}' must be a config name",
+                "write e.g. config_name: main (the tool's primary config), or null for a tool "
+                "whose experiments are its whole config",
+            )
     launcher: str | None = None
     resources: dict[str, Any] = {}
     try:
@@ -278,6 +296,8 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
         launcher=launcher,
         resources=resources,
         preload=preload,
+        primary=primary,
+        hydra_main=hydra_main,
     )
 
 

@@ -33,10 +33,12 @@ XSTASH_KEYS: dict[str, str] = {
     "inputs": "files or folders (relative to the repository) whose contents decide the result",
     "launcher": "'local' or 'slurm' (default: the tool's launcher in meta.yaml, else local)",
     "resources": "SLURM resources: {partition, time, cpus, gpus, mem, nodes, account, ...}",
+    "new_keys": "keys this experiment adds to the tool's config on purpose, e.g. [model.dropout]",
 }
 
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+NEW_KEY = re.compile(r"[A-Za-z0-9_][\w-]*(\.[A-Za-z0-9_][\w-]*)*")
 # Each '${' costs about 0.2-0.4 ms to parse and resolve at collection (OmegaConf's grammar): this
 # bounds a file's check to seconds (a 10 MiB file could hold 2.5 million).
 MAX_INTERPOLATIONS = 10_000
@@ -62,6 +64,8 @@ class Experiment:
     inputs: tuple[str, ...] = ()  # xstash.inputs, relative to the repository
     launcher: str | None = None  # xstash.launcher
     resources: dict[str, Any] = field(default_factory=dict)  # xstash.resources
+    new_keys: tuple[str, ...] = ()  # xstash.new_keys: keys added to the tool's config on purpose
+    implied_defaults: bool = False  # no `defaults:` in the file: [<primary>, _self_] was added
 
     @property
     def folder(self) -> Path:
@@ -98,7 +102,9 @@ def _too_many_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> ConfigErr
     return None
 
 
-def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigError]:
+def _check_interpolations(
+    doc: YamlDoc, payload: dict[str, Any], extends: bool = False
+) -> list[ConfigError]:
     """Resolve every ``${...}`` the orchestrator can judge; report the ones that cannot resolve."""
     if doc.text is not None and "${" not in doc.text and "\\" not in doc.text:
         return []  # no value can hold '${' (an escape in double quotes could spell it)
@@ -149,9 +155,9 @@ def _check_interpolations(doc: YamlDoc, payload: dict[str, Any]) -> list[ConfigE
     checked = clean(payload, (), True)
     if not strings:
         return errors
-    # Keys composed in from the tool's config groups are unknown here; a missing key is only
-    # an error when the experiment composes nothing.
-    composes = "defaults" in payload
+    # Keys composed in from the tool's config (its primary config, its groups) are unknown
+    # here; a missing key is only an error when the experiment composes nothing.
+    composes = extends or "defaults" in payload
     try:
         cfg = OmegaConf.create(checked)
     except OmegaConfBaseException as exc:
@@ -441,7 +447,7 @@ def _check_xstash_block(
         if key == "sweep":
             points = _check_points(doc, block[key], errors)
             continue
-        if key in ("inputs", "launcher", "resources"):
+        if key in ("inputs", "launcher", "resources", "new_keys"):
             continue  # checked by _check_inputs and _check_launch
         if key == "timeout":
             try:
@@ -562,6 +568,49 @@ def _check_inputs(
     return tuple(found)
 
 
+def _check_new_keys(doc: YamlDoc, block: Any, errors: list[ConfigError]) -> tuple[str, ...]:
+    if not isinstance(block, dict) or "new_keys" not in block:
+        return ()
+    raw = block["new_keys"]
+    fix = "list dotted keys of the tool's config, e.g. new_keys: [model.dropout, notes]"
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        errors.append(
+            ConfigError(
+                doc.path,
+                doc.line("xstash", "new_keys"),
+                "'xstash.new_keys' must be a list of keys",
+                fix,
+            )
+        )
+        return ()
+    found: list[str] = []
+    for index, key in enumerate(raw):
+        key = key.lstrip("+") if isinstance(key, str) else key
+        if not isinstance(key, str) or not NEW_KEY.fullmatch(key):
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    doc.line("xstash", "new_keys", str(index)),
+                    f"new key {quote(key)} is not a dotted key",
+                    fix,
+                )
+            )
+            continue
+        found.append(key)
+    return tuple(found)
+
+
+def with_primary(payload: dict[str, Any], tool: Tool) -> tuple[dict[str, Any], bool]:
+    """The tool's view of an experiment: one without a ``defaults:`` list extends the tool's
+    primary config, as ``defaults: [<primary>, _self_]`` (so it overrides the tool's config
+    the way a Hydra command line does). True when that list was added."""
+    if tool.primary is None or "defaults" in payload:
+        return payload, False
+    return {"defaults": [tool.primary, "_self_"], **payload}, True
+
+
 def load_experiment(path: Path, registry: Registry) -> Experiment:
     """Parse and check one experiment file; raises :class:`ConfigErrors` listing every problem.
 
@@ -645,10 +694,15 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
     metrics_file, expectations, points, timeout = _check_xstash_block(doc, data, errors)
     inputs = _check_inputs(doc, data.get("xstash"), registry.repo_root, errors)
     launcher, resources = _check_launch(doc, data.get("xstash"), errors)
+    new_keys = _check_new_keys(doc, data.get("xstash"), errors)
     payload = {k: v for k, v in data.items() if k not in ORCHESTRATOR_KEYS}
     if tool is not None and tool.pass_experiment:
         payload["experiment"] = name
-    errors.extend(_check_interpolations(doc, payload))
+    extends = tool is not None and tool.primary is not None
+    errors.extend(_check_interpolations(doc, payload, extends))
+    implied = False
+    if tool is not None:
+        payload, implied = with_primary(payload, tool)
     if errors or tool is None:
         raise ConfigErrors(sorted(errors, key=lambda e: e.line or 0))
     return Experiment(
@@ -668,4 +722,6 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
         inputs=inputs,
         launcher=launcher,
         resources=resources,
+        new_keys=new_keys,
+        implied_defaults=implied,
     )

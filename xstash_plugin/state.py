@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .command import overrides_for
-from .compose import ComposeChecker
+from .compose import ComposeService, parse_compose_setting
 from .envs import EnvManager
 from .errors import ConfigError, ConfigErrors, XstashError
 from .keys import KeyMaker
@@ -21,11 +21,6 @@ from .reuse import ReuseIndex, SubmittedIndex
 from .spec import Experiment, load_experiment
 from .sweeps import Point
 
-COMPOSE_HELP = (
-    "also let each tool compose each experiment (and sweep point) at collection, without "
-    "running it (Hydra's --cfg job --resolve): unknown keys, missing group options and bad "
-    "interpolations become collection errors; verdicts are cached by content"
-)
 REUSE_HELP = (
     "do not run an experiment again when a passed run with the same run key (tool code, "
     "dependencies, config as sent, overrides, declared inputs) exists in the output root: "
@@ -55,7 +50,7 @@ class State:
     timeout: float | None = None  # --xstash-timeout or ini xstash_timeout, seconds
     timeout_source: str = ""
     grace: float = GRACE_SECONDS  # ini xstash_kill_grace
-    compose: ComposeChecker | None = None  # --xstash-compose
+    compose: ComposeService | None = None  # --xstash-compose (on unless turned off)
     sigterm_installed: bool = False
     launcher: str = "local"  # --xstash-launcher
     detach: bool = False  # --xstash-detach
@@ -145,6 +140,18 @@ def resolve_output_root(config: pytest.Config) -> Path:
     return config.rootpath / "outputs"
 
 
+def compose_setting(config: pytest.Config) -> bool:
+    """--xstash-compose, else ini xstash_compose, else on."""
+    option: str | None = config.getoption("xstash_compose")
+    try:
+        if option is not None:
+            return parse_compose_setting(option, "--xstash-compose")
+        ini = str(config.getini("xstash_compose") or "").strip()
+        return parse_compose_setting(ini, f"ini xstash_compose ({config.inipath})") if ini else True
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def make_state(config: pytest.Config) -> State:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "xstash_session_id" in workerinput:
@@ -153,7 +160,7 @@ def make_state(config: pytest.Config) -> State:
         session_id = uuid.uuid4().hex
     output_root = resolve_output_root(config)
     envs = EnvManager(output_root / ".xstash", session_id)
-    compose = config.getoption("xstash_compose") or config.getini("xstash_compose")
+    compose = compose_setting(config)
     reuse = config.getoption("xstash_reuse") or config.getini("xstash_reuse")
     return State(
         config=config,
@@ -161,7 +168,7 @@ def make_state(config: pytest.Config) -> State:
         session_id=session_id,
         live=config.getoption("capture") == "no",
         envs=envs,
-        compose=ComposeChecker(output_root / ".xstash", envs) if compose else None,
+        compose=ComposeService(output_root / ".xstash", envs) if compose else None,
         reuse=ReuseIndex(output_root) if reuse else None,
     )
 

@@ -1,0 +1,97 @@
+"""The compose process says what Hydra says: for every run, its verdict on whether the config
+composes and resolves is the verdict of a plain ``<tool> --cfg job --resolve`` of the same
+config, over the shipped configs and over configs (good and bad) of tools shaped like real apps.
+
+The unknown-key check comes on top of Hydra's verdict (Hydra's command line refuses an unknown
+key, a config file does not): it is not part of this comparison.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from helpers import Project
+from test_compose import CASES, EXPERIMENT
+
+from xstash_plugin.command import overrides_for
+from xstash_plugin.compose import ComposeService, Run
+from xstash_plugin.envs import EnvManager
+from xstash_plugin.errors import XstashError
+from xstash_plugin.registry import load_registry
+from xstash_plugin.runs import CONFIG_NAME
+from xstash_plugin.spec import load_experiment
+from xstash_plugin.sweeps import point_labels
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def verdicts(configs: Path, state_dir: Path, envs_dir: Path) -> list[tuple[str, bool, bool]]:
+    """(run, compose process says it composes, ``--cfg job --resolve`` exits 0) for every run
+    of every experiment below ``configs``."""
+    registry = load_registry(configs / "meta.yaml")
+    envs = EnvManager(envs_dir, uuid.uuid4().hex)
+    service = ComposeService(state_dir, envs)
+    found = []
+    try:
+        for path in sorted(configs.rglob("*.yaml")):
+            if path.name == "meta.yaml" or any(p.startswith("_") for p in path.parts):
+                continue
+            try:
+                experiment = load_experiment(path, registry)
+            except XstashError:
+                continue  # not a config the tool is asked about
+            points = list(experiment.points) or [()]
+            labels = point_labels(points) if experiment.points else [""]
+            runs = [
+                Run(label, dict(point), overrides_for(point))
+                for point, label in zip(points, labels, strict=True)
+            ]
+            python = envs.python_for(experiment.tool)
+            for item in service.compose(experiment, runs):
+                assert item.answer is not None, item.problem
+                assert item.request is not None
+                argv = [
+                    python,
+                    *experiment.tool.entrypoint,
+                    "--config-dir",
+                    item.request["config_dir"],
+                    "--config-name",
+                    CONFIG_NAME,
+                    *item.request["overrides"],
+                    "--cfg",
+                    "job",
+                    "--resolve",
+                ]
+                proc = subprocess.run(
+                    argv, cwd=experiment.tool.path, capture_output=True, text=True, check=False
+                )
+                name = f"{path.relative_to(configs)}[{item.run.label}]"
+                found.append((name, item.answer.hydra_ok, proc.returncode == 0))
+    finally:
+        service.close()
+    return found
+
+
+def test_shipped_configs(tmp_path: Path) -> None:
+    # The tools' environments are the repository's own (shared, under its output root's lock).
+    found = verdicts(REPO / "configs", tmp_path, REPO / "outputs" / ".xstash")
+    assert len(found) >= 20
+    assert all(ours for _, ours, _ in found), "every shipped config composes"
+    assert [(n, ours) for n, ours, _ in found] == [(n, hydra) for n, _, hydra in found]
+
+
+@pytest.mark.parametrize("schema", [False, True], ids=["no-schema", "schema"])
+def test_configs_of_tools_shaped_like_real_apps(
+    project: Project, hydra_python: str, schema: bool
+) -> None:
+    project.real_app(env=hydra_python, schema=schema)
+    for case, (body, _, _) in CASES.items():
+        project.config(f"{case}.yaml", EXPERIMENT.format(name=case) + body)
+    root = project.root
+    found = verdicts(root / "configs", root / "outputs" / ".xstash", root / "outputs" / ".xstash")
+    assert len(found) == len(CASES) + 2  # two sweeps of two points
+    assert {ours for _, ours, _ in found} == {True, False}, "both verdicts are exercised"
+    assert [(n, ours) for n, ours, _ in found] == [(n, hydra) for n, _, hydra in found]
