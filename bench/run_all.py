@@ -1,10 +1,11 @@
-"""Run the six benchmarks of BENCHMARKS.md (B1-B6) and print the machine and the results table
+"""Run the seven benchmarks of BENCHMARKS.md (B1-B7) and print the machine and the results table
 in Markdown, ready to paste.
 
     python bench/run_all.py [--repeat 3] [--only B1,B3] [--smoke] [--profile] [--out table.md]
 
 ``--smoke`` uses small sizes (10 experiments, 1,000 configs, a 10-point sweep, sleeps x 0.25,
-20 experiments and 100 MiB of output) to check that everything works, not to measure.
+20 experiments and 100 MiB of output, a 20-point compose sweep of a tool importing in 0.5 s) to
+check that everything works, not to measure.
 Run it on a quiet machine: every script times wall-clock seconds.
 """
 
@@ -30,6 +31,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "B4": ("sweep_vs_multirun.py", ["--points", "50"], ["--points", "10"]),
     "B5": ("scheduling.py", ["--scale", "1.0"], ["--scale", "0.25"]),
     "B6": ("memory.py", ["--n", "200"], ["--n", "20", "--bytes", str(100 << 20)]),
+    "B7": (
+        "compose.py",
+        ["--points", "200", "--plain", "20", "--import-seconds", "2"],
+        ["--points", "20", "--plain", "2", "--import-seconds", "0.5"],
+    ),
 }
 
 

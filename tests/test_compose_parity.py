@@ -8,6 +8,7 @@ key, a config file does not): it is not part of this comparison.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -95,3 +96,41 @@ def test_configs_of_tools_shaped_like_real_apps(
     assert len(found) == len(CASES) + 2  # two sweeps of two points
     assert {ours for _, ours, _ in found} == {True, False}, "both verdicts are exercised"
     assert [(n, ours) for n, ours, _ in found] == [(n, hydra) for n, _, hydra in found]
+
+
+def test_the_shipped_configs_catch_a_typo_at_its_line(pytester: pytest.Pytester) -> None:
+    """`pytest configs --collect-only` on the shipped repository (a copy: configs/ and the
+    toy-classifier tool, whose environment uv builds from its cache) with one typo'd key."""
+    shutil.copytree(REPO / "configs", pytester.path / "configs")
+    shutil.copytree(
+        REPO / "tools" / "toy-classifier",
+        pytester.path / "tools" / "toy-classifier",
+        ignore=shutil.ignore_patterns(".venv", "__pycache__", "uv.lock"),
+    )
+    meta = pytester.path / "configs" / "meta.yaml"
+    meta.write_text(
+        "tools:\n  toy-classifier:\n    path: tools/toy-classifier\n"
+        '    entrypoint: "-m classify.main"\n'
+    )
+    for other in ("examples", "test_integration.yaml"):  # their tools are not copied
+        target = pytester.path / "configs" / other
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    typo = pytester.path / "configs" / "classify" / "typo.yaml"
+    source = (pytester.path / "configs" / "classify" / "centroid_blobs.yaml").read_text()
+    typo.write_text(
+        source.replace("experiment: centroid_blobs", "experiment: typo").replace(
+            "test_size: 0.3", "test_sise: 0.3"
+        )
+    )
+    line = typo.read_text().splitlines().index("test_sise: 0.3") + 1
+    result = pytester.runpytest("configs", "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*composed * run(s) with their tools*",
+            f"*configs/classify/typo.yaml:{line}: unknown key 'test_sise': the config this "
+            "experiment extends ('main' and its defaults of tool 'toy-classifier') has no such "
+            "key. Did you mean 'test_size'?",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*<ExperimentItem centroid_blobs>*"])

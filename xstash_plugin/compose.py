@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from .command import build_argv
 from .compose_errors import judge
-from .envs import EnvManager, venv_python
+from .envs import EnvManager, tool_environ
 from .errors import ConfigError, EnvError
 from .launchers.preload import server_key
 from .registry import Tool
@@ -153,12 +153,7 @@ class ToolServer:
 
     def __init__(self, tool: Tool, python: str, log: Path) -> None:
         self.tool = tool
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("PYTHONSTARTUP", None)
-        if tool.env == "uv":
-            venv = tool.path / ".venv"
-            env["VIRTUAL_ENV"] = str(venv)
-            env["PATH"] = str(venv_python(venv).parent) + os.pathsep + env.get("PATH", "")
+        env = tool_environ(tool)
         assert tool.hydra_main is not None
         key = server_key((python, *tool.entrypoint), tool.path, env)
         assert key is not None

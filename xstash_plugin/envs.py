@@ -56,6 +56,21 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def tool_environ(tool: Tool) -> dict[str, str]:
+    """The environment a tool runs (and composes) in: pytest's own, unbuffered, with the tool's
+    virtual environment active for ``env: uv`` tools. HYDRA_FULL_ERROR stays the user's:
+    passed on as set, never added."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if tool.env == "uv":
+        venv = tool.path / ".venv"
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = str(venv_python(venv).parent) + os.pathsep + env.get("PATH", "")
+    else:
+        env.pop("VIRTUAL_ENV", None)
+    return env
+
+
 def uv_environ() -> dict[str, str]:
     """The environment uv runs with: never download interpreters, never reuse our own venv."""
     env = dict(os.environ)

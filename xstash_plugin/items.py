@@ -19,7 +19,7 @@ from . import progress
 from .command import build_argv
 from .compose import Run
 from .durations import format_duration
-from .envs import uv_version, venv_python
+from .envs import tool_environ, uv_version
 from .errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from .launchers.local import RunRequest, RunResult, run_local
 from .launchers.preload import PreloadLost, PreloadUnavailable, server_key
@@ -198,19 +198,6 @@ class ExperimentItem(pytest.Item):
         except ValueError:
             return path.relative_to(path.parent.parent)
 
-    def _environment(self, python: str) -> dict[str, str]:
-        # HYDRA_FULL_ERROR stays the user's: passed on as set, never added.
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        tool = self.experiment.tool
-        if tool.env == "uv":
-            venv = tool.path / ".venv"
-            env["VIRTUAL_ENV"] = str(venv)
-            env["PATH"] = str(venv_python(venv).parent) + os.pathsep + env.get("PATH", "")
-        else:
-            env.pop("VIRTUAL_ENV", None)
-        return env
-
     def _provenance(self, python: str | None) -> dict[str, Any]:
         state = get_state(self.config)
         tool = self.experiment.tool
@@ -348,7 +335,7 @@ class ExperimentItem(pytest.Item):
             grace=state.grace,
             argv=argv,
             cwd=tool.path,
-            env=self._environment(python),
+            env=tool_environ(self.experiment.tool),
             run_dir=run_dir,
             live=state.live,
         )
@@ -385,7 +372,7 @@ class ExperimentItem(pytest.Item):
             return False
         run_dir, record = found
         try:
-            self.slurm_job = attach_slurm(record, self._environment(str(record["argv"][0])))
+            self.slurm_job = attach_slurm(record, tool_environ(self.experiment.tool))
         except (KeyError, ValueError, OSError):
             return False
         request = self.slurm_job.request

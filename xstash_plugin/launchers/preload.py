@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..hydra_entry import is_main_guard
+
 SERVER_SOURCE = (Path(__file__).with_name("preload_server.py")).read_text(encoding="utf-8")
 # How long a tool may take to import before we give up on preloading it (and run it plainly).
 START_TIMEOUT = 120.0
@@ -90,17 +92,6 @@ def server_key(argv: tuple[str, ...], cwd: Path, env: dict[str, str]) -> ServerK
     return ServerKey(python, kind, entry, str(cwd), startup)
 
 
-def _is_main_guard(node: ast.stmt) -> bool:
-    """``if __name__ == "__main__":`` (either way round)."""
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
-        return False
-    test = node.test
-    sides = [test.left, *test.comparators]
-    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
-    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
-    return len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq) and bool(names and mains)
-
-
 def entry_file(key: ServerKey) -> Path | None:
     """The file the preload server imports: the script, or the module's ``.py`` file (None
     for a package run through its ``__main__``, whose ``__init__`` alone is imported)."""
@@ -120,7 +111,7 @@ def check_preloadable(key: ServerKey) -> None:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (OSError, SyntaxError, ValueError) as exc:
         raise PreloadUnavailable(f"cannot read {path}: {exc}") from None
-    if not any(_is_main_guard(node) for node in tree.body):
+    if not any(is_main_guard(node) for node in tree.body):
         raise PreloadUnavailable(
             f"{path} has no 'if __name__ == \"__main__\":' block, so importing it would run "
             "the tool; put the call of the Hydra main function under one",
