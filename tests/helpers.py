@@ -332,3 +332,14 @@ def failure_report(result: pytest.RunResult, name: str) -> str:
     while end < len(lines) and not stop.match(lines[end]):
         end += 1
     return "\n".join(lines[start + 1 : end])
+
+
+def failures_section(result: pytest.RunResult) -> str:
+    """pytest's FAILURES section: the failure reports and their captured output. (The short
+    test summary after it repeats a failure's whole message when the CI variable is set.)"""
+    text = result.stdout.str()
+    start = re.search(r"=+ FAILURES =+", text)
+    assert start is not None, text
+    end = re.search(r"=+ (short test summary info|xstash results|warnings summary) =+", text)
+    end_at = end.start() if end and end.start() > start.end() else len(text)
+    return text[start.end() : end_at]

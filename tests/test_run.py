@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project, failure_report
+from helpers import Project, failure_report, failures_section
 
 # Every test here runs with plain and with preloaded tools (tests/conftest.py).
 BOTH_LAUNCH_MODES = True
@@ -309,7 +309,7 @@ def test_failing_tool_report(project: Project) -> None:
     assert "stderr line 020" not in report
     assert "stderr line 001" not in report
     # The report shows the stderr tail, so no captured stderr section repeats it.
-    assert result.stdout.str().count("stderr line 060") == 1
+    assert failures_section(result).count("stderr line 060") == 1
     assert "Captured stderr call" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*- Captured stdout call -*", "stdout of the failing tool"])
     # The report is xstash's message, not a traceback through the plugin.
@@ -366,7 +366,7 @@ def test_report_leads_with_exception_and_hydra_full_error_is_the_users(
         assert hint not in report
         assert "hydra/_internal" in report
     # The stderr tail is printed once (in the report), stdout in its captured section.
-    out = result.stdout.str()
+    out = failures_section(result)
     assert out.count("stderr-marker-7d1f before the crash") == 1
     assert out.count("ValueError: learning rate must be positive") == 2  # first line + tail
     assert "Captured stderr call" not in out
@@ -410,8 +410,9 @@ def test_output_captured_without_s(project: Project, hydra_python: str, code: in
         # The failure report shows the stderr tail; the captured section would repeat it.
         assert "Captured stderr call" not in out
         assert "err-marker from talk" in failure_report(result, "talk")
-    assert out.count("err-marker from talk") == 1
-    assert out.count("out-marker from talk") == 1
+    section = failures_section(result) if code else out
+    assert section.count("err-marker from talk") == 1
+    assert section.count("out-marker from talk") == 1
     (run_dir,) = project.run_dirs("say")
     assert (run_dir / "stdout.log").read_text() == "out-marker from talk\n"
 

@@ -86,14 +86,25 @@ def _split_key(key: str) -> list[str]:
 
 
 def _find_main(namespace: dict[str, Any]) -> Any:
-    """The function ``@hydra.main`` made, among the entry module's globals."""
+    """The function ``@hydra.main`` made, among the entry module's globals (also under other
+    decorators that keep ``__wrapped__``)."""
     for value in list(namespace.values()):
-        code = getattr(value, "__code__", None)
-        if code is None or code.co_name != "decorated_main" or not value.__closure__:
-            continue
-        cells = dict(zip(code.co_freevars, value.__closure__, strict=False))
-        if {"config_path", "config_name", "task_function"} <= set(cells):
-            return value
+        for _ in range(5):
+            try:
+                code = getattr(value, "__code__", None)
+                closure = getattr(value, "__closure__", None)
+            except Exception:  # a lazy module or proxy that refuses attribute look-ups
+                break
+            if code is not None and code.co_name == "decorated_main" and closure:
+                cells = dict(zip(code.co_freevars, closure, strict=False))
+                if {"config_path", "config_name", "task_function"} <= set(cells):
+                    return value
+            try:
+                value = getattr(value, "__wrapped__", None)
+            except Exception:
+                break
+            if value is None:
+                break
     return None
 
 
