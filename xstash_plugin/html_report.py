@@ -71,8 +71,19 @@ def is_number(value: Any) -> bool:
     )
 
 
+_FLAT: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
 def metric_value(row: dict[str, Any], metric: str) -> Any:
-    return flatten(row.get("metrics") or {}).get(metric)
+    """One metric of a row; each row's metrics are flattened once (the page asks for every
+    metric of every row: flattening each time would be quadratic in the number of metrics)."""
+    metrics = row.get("metrics") or {}
+    cached = _FLAT.get(id(metrics))
+    if cached is None or cached[0] is not metrics:
+        if len(_FLAT) > 100_000:
+            _FLAT.clear()
+        cached = _FLAT[id(metrics)] = (metrics, flatten(metrics))
+    return cached[1].get(metric)
 
 
 def display_name(row: dict[str, Any]) -> str:

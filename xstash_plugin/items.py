@@ -27,7 +27,15 @@ from .launchers.slurm import SlurmJob
 from .launchers.slurm import attach as attach_slurm
 from .launchers.slurm import submit as submit_slurm
 from .report import flatten, fmt
-from .results import DEFAULT_METRICS, MetricsError, Verdict, judge, read_metrics, verdict_table
+from .results import (
+    DEFAULT_METRICS,
+    MetricsError,
+    Verdict,
+    bounded,
+    judge,
+    read_metrics,
+    verdict_table,
+)
 from .runs import (
     content_key,
     dependency_hash,
@@ -141,6 +149,7 @@ class ExperimentItem(pytest.Item):
         self.presubmit_error: RunFailed | None = None
         self.slurm_finished = False
         self.order = 0  # place among the experiments, see set_order
+        self.metrics_note: str | None = None  # what the record keeps of huge metrics
         self._result_row: dict[str, Any] | None = None  # see result_row
         self.config_posix = self.config_relpath.as_posix()
         self.user_properties.extend(
@@ -596,7 +605,9 @@ class ExperimentItem(pytest.Item):
             )
 
     def _judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:
-        """Metrics, verdicts, and a problem with the metrics file (if any)."""
+        """Metrics (as the record and reports keep them: see results.bounded), verdicts, and a
+        problem with the metrics file (if any). Never raises: whatever a tool wrote, the run
+        gets a verdict and its record an end."""
         experiment = self.experiment
         declared = experiment.metrics_file is not None or bool(experiment.expectations)
         path = run_dir / (experiment.metrics_file or DEFAULT_METRICS)
@@ -604,9 +615,15 @@ class ExperimentItem(pytest.Item):
             return None, [], None
         try:
             metrics = read_metrics(path)
+            verdicts = judge(list(experiment.expectations), metrics)
+            kept, note = bounded(metrics)
         except MetricsError as exc:
             return None, [], str(exc)
-        return metrics, judge(list(experiment.expectations), metrics), None
+        except (RecursionError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+            return None, [], f"metrics file {path} cannot be judged: {type(exc).__name__}: {exc}"
+        if note is not None:
+            self.metrics_note = f"metrics file {path}: {note}"
+        return kept, verdicts, None
 
     def _finish(self, request: RunRequest, result: RunResult, record: dict[str, Any]) -> None:
         exited_ok = result.returncode == 0
@@ -621,6 +638,7 @@ class ExperimentItem(pytest.Item):
             duration=round(result.duration, 3),
             metrics=metrics,
             metrics_error=metrics_problem,
+            metrics_note=self.metrics_note,
             expectations=[v.as_dict() for v in verdicts],
         )
         self._save(request.run_dir, record)

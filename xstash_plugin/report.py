@@ -39,17 +39,15 @@ def fmt(value: Any) -> str:
 
 
 def metric_columns(rows: list[dict[str, Any]], limit: int | None = None) -> list[str]:
-    """Metric names in a stable order: those with expectations first, then the others."""
-    expected: list[str] = []
-    other: list[str] = []
+    """Metric names in a stable order: those with expectations first, then the others.
+    (Dicts as ordered sets: linear in the number of names, whatever it is.)"""
+    expected: dict[str, None] = {}
+    other: dict[str, None] = {}
     for row in rows:
         for verdict in row.get("verdicts", []):
-            if verdict["metric"] not in expected:
-                expected.append(verdict["metric"])
-        for name in flatten(row.get("metrics") or {}):
-            if name not in other:
-                other.append(name)
-    columns = expected + [name for name in other if name not in expected]
+            expected.setdefault(verdict["metric"], None)
+        other.update(dict.fromkeys(flatten(row.get("metrics") or {})))
+    columns = [*expected, *(name for name in other if name not in expected)]
     return columns[:limit] if limit is not None else columns
 
 
@@ -63,10 +61,6 @@ def sweep_columns(rows: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
-def _value(row: dict[str, Any], metric: str) -> Any:
-    return flatten(row.get("metrics") or {}).get(metric)
-
-
 def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str], list[list[str]]]:
     metrics = metric_columns(rows, limit)
     fixed = ("experiment", "tool", "status", "duration", "estimate")
@@ -74,6 +68,7 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
     header = [*fixed, *swept, *(column_name(m, (*fixed, *swept)) for m in metrics)]
     body = []
     for row in rows:
+        flat = flatten(row.get("metrics") or {})  # once per row, not once per column
         duration = row.get("duration")
         body.append(
             [
@@ -83,7 +78,7 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
                 "" if duration is None else format_duration(float(duration)),
                 row.get("estimated_runtime") or "",
                 *(fmt((row.get("point") or {}).get(k)) for k in swept),
-                *(fmt(_value(row, m)) for m in metrics),
+                *(fmt(flat.get(m)) for m in metrics),
             ]
         )
     return header, body
@@ -130,7 +125,8 @@ def column_name(metric: str, fixed: tuple[str, ...] = FIXED_COLUMNS) -> str:
 
 def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     metrics = metric_columns(rows)
-    swept = [column_name(k) for k in sweep_columns(rows)]
+    swept_keys = sweep_columns(rows)
+    swept = [column_name(k) for k in swept_keys]
     taken = (*FIXED_COLUMNS, *swept)
     extra = ["overrides"] if any(row.get("overrides") for row in rows) else []
     fields = [*FIXED_COLUMNS, *swept, *(column_name(m, taken) for m in metrics), *extra, "run_dir"]
@@ -138,8 +134,9 @@ def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
     for row in rows:
         flat = {key: row.get(key) for key in (*FIXED_COLUMNS, "run_dir")}
         point = row.get("point") or {}
-        flat.update({column_name(k): point.get(k) for k in sweep_columns(rows)})
-        flat.update({column_name(m, taken): _value(row, m) for m in metrics})
+        flat.update({column_name(k): point.get(k) for k in swept_keys})
+        values = flatten(row.get("metrics") or {})  # once per row, not once per column
+        flat.update({column_name(m, taken): values.get(m) for m in metrics})
         if extra:
             flat["overrides"] = " ".join(row.get("overrides") or [])
         out.append(flat)

@@ -27,6 +27,17 @@ EXPECT_HELP = (
 )
 
 
+# What a run's metrics may put into its record and every report (the file itself stays whole in
+# the run directory): a tool that writes 500,000 values or a 50 MB string must not make the
+# session's end quadratic or copy it into xstash.json, JUnit XML, the HTML page and the terminal.
+MAX_METRICS = 1000  # values kept per run
+MAX_METRIC_CHARS = 1000  # a longer value (as JSON) is elided
+MAX_METRICS_DEPTH = 32  # nesting kept (deeper parts are elided)
+MAX_INT_BITS = 1000  # ~300 digits: beyond, an integer is elided (and no float holds it)
+# How xstash writes values that are no JSON numbers (records and reports are strict JSON).
+NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 class MetricsError(Exception):
     """The metrics file is missing or cannot be read."""
 
@@ -65,8 +76,8 @@ class Expectation:
         return low, high
 
     def holds(self, measured: float) -> bool:
-        if math.isnan(measured):
-            return self.kind == "cmp" and self.op == "!="
+        if not math.isfinite(measured):
+            return False  # judge() reports it as not a finite number
         if self.kind == "cmp":
             return {
                 ">=": measured >= self.value,
@@ -87,8 +98,13 @@ def _num(value: float) -> str:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # an integer no float holds: beyond every finite bound
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return value
     if isinstance(value, str):
         try:
             return float(value)
@@ -186,11 +202,89 @@ def read_metrics(path: Path) -> dict[str, Any]:
             data = load_yaml_file(path).data
         else:
             data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise MetricsError(
+            f"metrics file {path} is nested too deeply to be read: write a flat mapping of "
+            "name to value (nested mappings of a few levels are fine)"
+        ) from None
     except (OSError, ValueError, ConfigError) as exc:
         raise MetricsError(f"metrics file {path} cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise MetricsError(f"metrics file {path} must hold a mapping of name to value")
     return data
+
+
+def _elide(text: str, limit: int = MAX_METRIC_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    keep = limit // 2 - 20
+    return f"{text[:keep]}...{text[-keep:]} ({len(text):,} characters)"
+
+
+def safe_value(value: Any) -> Any:
+    """``value`` as records and reports may hold it: strict JSON, bounded in size. A non-finite
+    float becomes the string NaN/Infinity/-Infinity; an integer of more than ~300 digits or a
+    value longer than MAX_METRIC_CHARS as JSON becomes an elided string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NONFINITE[repr(value)]
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() <= MAX_INT_BITS:
+            return value
+        return f"<an integer of {value.bit_length():,} bits>"
+    if isinstance(value, str):
+        return _elide(value)
+    text = json.dumps(value, default=str, allow_nan=True)
+    return _elide(text) if len(text) > MAX_METRIC_CHARS else _strict(value)
+
+
+def _strict(value: Any) -> Any:
+    """A small list or mapping with its non-finite floats written as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return NONFINITE[repr(value)]
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    return value
+
+
+def bounded(metrics: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """What a run's record and reports keep of its metrics, and why they differ from the file
+    (None: they do not, apart from non-finite numbers written as strings). Nesting is kept;
+    at most MAX_METRICS values, MAX_METRICS_DEPTH levels; long values elided. Iterative: no
+    nesting can exhaust the stack."""
+    kept: dict[str, Any] = {}
+    count = 0
+    dropped = 0
+    deep = False
+    stack: list[tuple[dict[str, Any], dict[str, Any], int]] = [(metrics, kept, 1)]
+    while stack:
+        source, target, depth = stack.pop()
+        for key, value in source.items():
+            if isinstance(value, dict) and value:
+                if depth >= MAX_METRICS_DEPTH:
+                    deep = True
+                    target[str(key)] = f"<nested deeper than {MAX_METRICS_DEPTH} levels>"
+                    continue
+                child: dict[str, Any] = {}
+                target[str(key)] = child
+                stack.append((value, child, depth + 1))
+                continue
+            if count >= MAX_METRICS:
+                dropped += 1
+                continue
+            count += 1
+            target[str(key)] = safe_value(value)
+    notes = []
+    if dropped:
+        notes.append(f"{count + dropped:,} values: the first {MAX_METRICS:,} are kept")
+    if deep:
+        notes.append(f"nested deeper than {MAX_METRICS_DEPTH} levels: the rest is elided")
+    if not notes:
+        return kept, None
+    return kept, "; ".join(notes) + " in the record and reports; the file has them all"
 
 
 def lookup(metrics: dict[str, Any], name: str) -> tuple[bool, Any]:
@@ -230,11 +324,17 @@ def judge(expectations: list[Expectation], metrics: dict[str, Any]) -> list[Verd
         if not present:
             verdicts.append(Verdict(exp.metric, exp.describe(), None, False, "missing"))
             continue
+        shown = safe_value(value)
         number = _number(value) if not isinstance(value, str) else None
         if number is None:
-            verdicts.append(Verdict(exp.metric, exp.describe(), value, False, "not a number"))
+            verdicts.append(Verdict(exp.metric, exp.describe(), shown, False, "not a number"))
             continue
-        verdicts.append(Verdict(exp.metric, exp.describe(), value, exp.holds(number)))
+        if not math.isfinite(number):  # NaN, Infinity, 1e400: no bound can hold them
+            verdicts.append(
+                Verdict(exp.metric, exp.describe(), shown, False, "not a finite number")
+            )
+            continue
+        verdicts.append(Verdict(exp.metric, exp.describe(), shown, exp.holds(number)))
     return verdicts
 
 
