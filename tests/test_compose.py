@@ -288,8 +288,8 @@ def test_a_tool_whose_environment_fails_fails_collection_with_uvs_message(
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
-            "*e.yaml:2: tool 'app' cannot compose this experiment: its environment could not "
-            "be prepared:",
+            "*e.yaml:2: tool 'app' cannot compose this experiment: preparing the environment of "
+            "tool 'app' failed: uv sync exited with 1",
             "*uv says:*",
             "*xstash-no-such-package-anywhere*",
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -82,3 +83,36 @@ def test_full_disk_fails_runs_clearly_and_the_session_goes_on(
         path.unlink()
     again = writer.pytester.runpytest("configs/small.yaml", "--xstash-output-root", str(tiny_disk))
     again.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("compose", ["on", "off"])
+def test_state_folder_that_cannot_be_written(project: Project, compose: str) -> None:
+    """outputs/ is fine, but something is in the way of xstash's own state (its environment
+    stamps and lock): each experiment says so, with the path and the fix; no run is left
+    'running' or called 'interrupted'."""
+    project.tool("hy")  # env: uv, so its environment is prepared (and stamped) by xstash
+    project.config("a.yaml", "tool: hy\nexperiment: a\n")
+    project.config("b.yaml", "tool: hy\nexperiment: b\n")
+    state = project.root / "outputs" / ".xstash"
+    state.mkdir(parents=True)
+    (state / "envs").write_text("a file where xstash keeps a folder\n")
+    result = project.pytester.runpytest(
+        "configs", f"--xstash-compose={compose}", "--continue-on-collection-errors"
+    )
+    text = result.stdout.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    message = f"xstash cannot write its environment state in {state / 'envs'}: *File exists*"
+    if compose == "on":
+        result.assert_outcomes(errors=2)
+        result.stdout.fnmatch_lines(
+            [f"*a.yaml:2: tool 'hy' cannot compose this experiment: {message}"]
+        )
+    else:
+        result.assert_outcomes(failed=2)
+        result.stdout.fnmatch_lines([f"*tool 'hy': {message}"])
+        for config in ("a", "b"):
+            (run_dir,) = project.run_dirs(config)
+            record = json.loads((run_dir / "xstash.json").read_text())
+            assert record["status"] == "error"
+            assert "cannot write its environment state" in record["error"]
+    result.stdout.fnmatch_lines(["*fix: make */.xstash/envs a writable folder*"])

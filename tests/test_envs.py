@@ -143,7 +143,7 @@ def test_failed_sync_fails_only_that_tool(
         result.assert_outcomes(passed=1, errors=2)
         for config in ("b1", "b2"):
             section = text.split(f"ERROR collecting configs/{config}.yaml")[1]
-            assert "tool 'broken' cannot compose this experiment: its environment" in section
+            assert "tool 'broken' cannot compose this experiment: preparing the" in section
             assert MISSING_PACKAGE in section.split("uv says:")[1]
         assert len(project.run_dirs("ok")) == 1
         return

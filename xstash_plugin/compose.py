@@ -430,10 +430,9 @@ class ComposeService:
                 ConfigError(
                     experiment.config_path,
                     experiment.line,
-                    f"tool '{tool.name}' cannot compose this experiment: its environment "
-                    f"could not be prepared:\n{exc}",
-                    "fix the tool's dependencies (or run with --xstash-compose=off to "
-                    "collect without composing)",
+                    f"tool '{tool.name}' cannot compose this experiment: {exc}",
+                    "fix what the message names (the tool's dependencies, or xstash's output "
+                    "root), or collect without composing: --xstash-compose=off",
                 )
             ]
         return judge(experiment, pending)
@@ -446,7 +445,14 @@ class ComposeService:
             self.skipped.setdefault(experiment.tool.name, reason)
             return []
         started = time.perf_counter()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EnvError(
+                f"xstash cannot write its compose verdicts in {self.dir}: {exc}\n"
+                f"fix: make {self.dir} a writable folder, choose another output root with "
+                "--xstash-output-root, or collect without composing (--xstash-compose=off)"
+            ) from None
         pending = self._submit(experiment, runs)
         deadline = time.monotonic() + COMPOSE_TIMEOUT
         for item in pending:

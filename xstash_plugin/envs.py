@@ -140,6 +140,12 @@ class EnvManager:
                 self._done[key] = self._prepare(tool)
             except EnvError as exc:
                 self._done[key] = exc
+            except OSError as exc:  # xstash's own files: its lock, stamp and log
+                self._done[key] = EnvError(
+                    f"xstash cannot write its environment state in {self.state_dir}: {exc}\n"
+                    f"fix: make {self.state_dir} a writable folder (or remove what is in its "
+                    "way), or choose another output root with --xstash-output-root"
+                )
         result = self._done[key]
         if isinstance(result, EnvError):
             raise result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -25,7 +26,11 @@ def content_key(payload: dict[str, Any]) -> str:
 
 def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
     """Create ``<root>/<config path>/<timestamp>-<key>[-N]``, unique even for concurrent runs."""
-    parent = output_root / rel_config.with_suffix("")
+    rel = rel_config.with_suffix("")
+    if not rel.parts or any(part in ("", ".", "..") for part in rel.parts) or rel.is_absolute():
+        # Collection refuses such names; this keeps every run directory inside the root.
+        raise OSError(errno.EINVAL, f"the config path {rel_config} cannot name a run directory")
+    parent = output_root / rel
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):

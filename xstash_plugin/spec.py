@@ -654,6 +654,15 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
             "keep experiment configs inside the repository: copy the file in, or link to a "
             "file inside it",
         )
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    if not stem.strip("."):  # '...yaml' would be the run directory outputs/configs/..
+        raise ConfigError(
+            path,
+            None,
+            f"the file name '{path.name}' cannot name a run directory (without its suffix it "
+            f"is '{stem}')",
+            "rename the file, e.g. 'my_experiment.yaml'",
+        )
     doc = load_yaml_file(path)  # a syntax error stops here: nothing else can be checked
     data = doc.data
     if data is None:
