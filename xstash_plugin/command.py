@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .runs import CONFIG_NAME
 from .spec import Experiment
+from .yamlio import elide
 
 _PLAIN = re.compile(r"[A-Za-z0-9_/.\-+:@%~]+")
 _DICT_KEY = re.compile(r"[A-Za-z_][\w-]*")
@@ -72,6 +74,12 @@ def override_value(value: Any) -> str:
             parts.append(f"{key}:{override_value(item)}")
         return "{" + ",".join(parts) + "}"
     raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as a Hydra override")
+
+
+def display_command(argv: Sequence[str], limit: int = 300) -> str:
+    """``argv`` as a shell line for a person to read: each argument over ``limit`` characters
+    elided (a 1 MB sweep value would otherwise be 1 MB of report). The record keeps argv whole."""
+    return shlex.join(elide(arg, limit) for arg in argv)
 
 
 def overrides_for(pairs: Sequence[tuple[str, Any]]) -> list[str]:

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .durations import format_duration
-from .report import flatten, fmt, metric_columns, sweep_columns
+from .report import CELL_LIMIT, flatten, fmt, metric_columns, sweep_columns
+from .yamlio import elide
 
 RUN_FILES = (("stdout", "stdout.log"), ("stderr", "stderr.log"), ("record", "xstash.json"))
 PASSING = ("passed", "reused")
@@ -565,7 +566,7 @@ def _sort_key(value: Any) -> str:
         return str(value).lower()
     if is_number(value):
         return repr(float(value))
-    return fmt(value)
+    return elide(fmt(value), 4 * CELL_LIMIT)
 
 
 def _row_html(
@@ -619,11 +620,12 @@ def _row_html(
     cells.append(_td(", ".join(tags)))
     for _, key in swept:
         value = point.get(key)
-        cells.append(_td(fmt(value), sort=_sort_key(value), cls="num" if is_number(value) else ""))
+        shown = elide(fmt(value), 4 * CELL_LIMIT)
+        cells.append(_td(shown, sort=_sort_key(value), cls="num" if is_number(value) else ""))
     for _, metric in metrics:
         value = metric_value(row, metric)
         verdict = verdict_of(row, metric)
-        text = escape(fmt(value))
+        text = escape(elide(fmt(value), 4 * CELL_LIMIT))
         cls = "num" if is_number(value) else ""
         title = ""
         if verdict is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import signal
 import socket
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from . import progress
-from .command import build_argv
+from .command import build_argv, display_command
 from .compose import Run
 from .durations import format_duration
 from .envs import tool_environ, uv_version
@@ -50,7 +49,7 @@ from .runs import (
 from .spec import Experiment
 from .state import get_state
 from .sweeps import Point, point_labels
-from .yamlio import printable_error
+from .yamlio import elide, printable_error
 
 STDERR_TAIL = 40
 SECTION_TAIL = 200
@@ -160,8 +159,11 @@ class ExperimentItem(pytest.Item):
                 ("tags", ",".join(experiment.tags)),
                 ("description", experiment.description),
                 ("estimated_runtime", experiment.estimated_runtime or ""),
-                *((f"sweep.{key}", fmt(value)) for key, value in self.effective_point.items()),
-                *((("overrides", " ".join(self.overrides)),) if self.overrides else ()),
+                *(
+                    (f"sweep.{key}", elide(fmt(value), 500))
+                    for key, value in self.effective_point.items()
+                ),
+                *((("overrides", elide(" ".join(self.overrides), 500)),) if self.overrides else ()),
             ]
         )
 
@@ -446,7 +448,7 @@ class ExperimentItem(pytest.Item):
             self._save(run_dir, record)
             raise RunFailed(
                 f"experiment '{self.name}' ({self.config_relpath}): cannot start tool "
-                f"'{tool.name}': {exc}\ncommand: {shlex.join(argv)}\nrun directory: {run_dir}"
+                f"'{tool.name}': {exc}\ncommand: {display_command(argv)}\nrun directory: {run_dir}"
             ) from None
         self._finish(request, result, record)
 
@@ -564,7 +566,7 @@ class ExperimentItem(pytest.Item):
             f"experiment '{self.name}' ({self.config_relpath}): SLURM job {result.job_id} "
             f"ended {result.state} after {format_duration(result.duration)}"
             + (f" (tool exit code {result.returncode})" if result.returncode else ""),
-            f"command: {shlex.join(request.argv)}",
+            f"command: {display_command(request.argv)}",
             f"run directory: {request.run_dir}",
         ]
         for label, path in (
@@ -698,7 +700,7 @@ class ExperimentItem(pytest.Item):
             f"{format_duration(result.duration)} (limit {format_duration(timeout or 0)}, from "
             f"{source}); the tool's process tree got SIGTERM, then SIGKILL after "
             f"{format_duration(request.grace)}",
-            f"command: {shlex.join(request.argv)}",
+            f"command: {display_command(request.argv)}",
             f"run directory: {request.run_dir}",
         ]
         lines, _ = tail_lines(request.stderr_path, STDERR_TAIL)
@@ -722,7 +724,7 @@ class ExperimentItem(pytest.Item):
             headline += f": {exception}"
         parts = [
             headline,
-            f"command: {shlex.join(request.argv)}",
+            f"command: {display_command(request.argv)}",
             f"cwd: {request.cwd}",
             f"run directory: {request.run_dir}",
         ]

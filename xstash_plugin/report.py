@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .durations import format_duration
+from .yamlio import elide
 
 REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
 TERMINAL_METRICS = 4
@@ -84,8 +85,14 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
     return header, body
 
 
+CELL_LIMIT = 120  # characters of a terminal table cell (longer values are elided)
+
+
 def text_table(header: list[str], body: list[list[str]]) -> list[str]:
-    body = [[cell.replace("\n", "\\n").replace("\r", "\\r") for cell in row] for row in body]
+    body = [
+        [elide(cell.replace("\n", "\\n").replace("\r", "\\r"), CELL_LIMIT) for cell in row]
+        for row in body
+    ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
@@ -161,6 +168,6 @@ def render(path: Path, rows: list[dict[str, Any]]) -> str:
         return buffer.getvalue()
     lines = ["| " + " | ".join(fields) + " |", "|" + "|".join(" --- " for _ in fields) + "|"]
     for record in flat:
-        cells = [fmt(record.get(f)).replace("|", "\\|") for f in fields]
+        cells = [elide(fmt(record.get(f)), 4 * CELL_LIMIT).replace("|", "\\|") for f in fields]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .yamlio import YamlDoc, load_yaml_file
+from .yamlio import YamlDoc, elide, load_yaml_file
 
 DEFAULT_METRICS = "metrics.json"
 _OPS = (">=", "<=", "==", "!=", ">", "<")
@@ -214,13 +214,6 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return data
 
 
-def _elide(text: str, limit: int = MAX_METRIC_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    keep = limit // 2 - 20
-    return f"{text[:keep]}...{text[-keep:]} ({len(text):,} characters)"
-
-
 def safe_value(value: Any) -> Any:
     """``value`` as records and reports may hold it: strict JSON, bounded in size. A non-finite
     float becomes the string NaN/Infinity/-Infinity; an integer of more than ~300 digits or a
@@ -234,9 +227,9 @@ def safe_value(value: Any) -> Any:
             return value
         return f"<an integer of {value.bit_length():,} bits>"
     if isinstance(value, str):
-        return _elide(value)
+        return elide(value, MAX_METRIC_CHARS)
     text = json.dumps(value, default=str, allow_nan=True)
-    return _elide(text) if len(text) > MAX_METRIC_CHARS else _strict(value)
+    return elide(text, MAX_METRIC_CHARS) if len(text) > MAX_METRIC_CHARS else _strict(value)
 
 
 def _strict(value: Any) -> Any:

@@ -109,6 +109,15 @@ def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
     return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
 
 
+def elide(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its head and tail with its length:
+    for every text a person reads (commands, table cells), never for records."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit // 2 - 12, 4)
+    return f"{text[:keep]}...{text[-keep:]} ({len(text):,} chars)"
+
+
 def printable(text: str) -> str:
     """``text`` with every character that could act on a terminal written as an escape."""
     return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
