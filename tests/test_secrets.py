@@ -51,3 +51,74 @@ def test_no_environment_value_reaches_records_or_reports(
         assert SECRET not in path.read_text(), f"the secret leaked into {path}"
     record = json.loads(written[-1].read_text())
     assert "env" not in record
+
+
+# A real Hydra tool that fails with a secret in its exception and prints another one, and
+# reports a third as a metric: what the tool writes itself stays as written, everything xstash
+# writes or reports has *** instead.
+LEAKS_SECRETS = """\
+import json, os, sys
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg):
+    out = HydraConfig.get().runtime.output_dir
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({"seen": os.environ["MY_LAB_CREDENTIALS_FILE_CONTENT"], "ok": 1}, f)
+    print("using", os.environ["XSTASH_TEST_TOKEN"], flush=True)
+    print("and", os.environ["LAB_DB_URL"], file=sys.stderr, flush=True)
+    if cfg.fail:
+        raise RuntimeError("boom: " + os.environ["AWS_SECRET_ACCESS_KEY"])
+
+if __name__ == "__main__":
+    main()
+"""
+LEAKED = {
+    "AWS_SECRET_ACCESS_KEY": "aws-0f9e8d7c6b5a",
+    "XSTASH_TEST_TOKEN": "token-1a2b3c4d5e",
+    "MY_LAB_CREDENTIALS_FILE_CONTENT": "cred-9z8y7x6w",
+    "LAB_DB_URL": "postgres://lab:hunter2-db@db/lab",  # secret only through xstash_secret_env
+}
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
+def test_secret_values_are_masked_in_everything_xstash_writes(
+    project: Project, hydra_python: str, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    for name, value in LEAKED.items():
+        monkeypatch.setenv(name, value)
+    project.pytester.makeini("[pytest]\nxstash_secret_env =\n    LAB_DB_URL\n")
+    project.tool("t", LEAKS_SECRETS, env=hydra_python, deps=None)
+    project.config("fails.yaml", "tool: t\nexperiment: fails\nfail: true\n")
+    project.config("passes.yaml", "tool: t\nexperiment: passes\nfail: false\n")
+    run = project.pytester.runpytest_subprocess if workers else project.pytester.runpytest
+    extra = ["-n", str(workers)] if workers else []
+    result = run(
+        "configs",
+        "--junitxml=r.xml",
+        "-o",
+        "junit_logging=all",
+        "--xstash-report=r.html",
+        "-rA",
+        *extra,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["*tool 't' exited with code 1 after *: RuntimeError: boom: ****"])
+    written = {"terminal": out}
+    for path in [project.root / "r.xml", project.root / "r.html"]:
+        written[path.name] = path.read_text()
+    for path in (project.root / "outputs").rglob("xstash.json"):
+        written[str(path)] = path.read_text()
+    assert len(written) == 5
+    for where, text in written.items():
+        for name, value in LEAKED.items():
+            assert value not in text, f"{name} leaked into {where}"
+    assert "***" in written["r.xml"]
+    # The tool's own logs are the tool's: left as it wrote them.
+    (failed,) = project.run_dirs("fails")
+    assert LEAKED["AWS_SECRET_ACCESS_KEY"] in (failed / "stderr.log").read_text()
+    assert LEAKED["XSTASH_TEST_TOKEN"] in (failed / "stdout.log").read_text()
+    record = json.loads((failed / "xstash.json").read_text())
+    assert record["metrics"] == {"seen": "***", "ok": 1}

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from . import masking
 from .command import override_value
 from .compose import COMPOSE_HELP
 from .durations import parse_duration
 from .errors import XstashError
 from .items import ExperimentFile, ExperimentItem
+from .masking import SECRET_ENV_HELP
 from .ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
 from .progress import addoption as progress_addoption
 from .progress import setup as progress_setup
@@ -130,9 +132,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
     )
     parser.addini("xstash_order", ORDER_HELP, default="longest")
+    parser.addini("xstash_secret_env", SECRET_ENV_HELP, type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    masking.configure(config.getini("xstash_secret_env"))
     state = make_state(config)
     config.stash[STATE_KEY] = state
     state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
@@ -325,9 +329,16 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if isinstance(item, ExperimentItem) and report.when == "call":
-        # A plain attribute of the report: pytest-xdist carries it to the controller.
-        report.xstash = dict(item.result_row)  # type: ignore[attr-defined]
+    if isinstance(item, ExperimentItem):
+        # Everything reported about an experiment goes through here (terminal, JUnit, xdist,
+        # report files): the session's secret values are masked once, in one place.
+        report.sections = [(title, masking.mask(text)) for title, text in report.sections]
+        report.user_properties = [(k, masking.mask_data(v)) for k, v in report.user_properties]
+        if isinstance(report.longrepr, str):
+            report.longrepr = masking.mask(report.longrepr)
+        if report.when == "call":
+            # A plain attribute of the report: pytest-xdist carries it to the controller.
+            report.xstash = masking.mask_data(dict(item.result_row))  # type: ignore[attr-defined]
     return report
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .durations import parse_duration
+from .masking import mask
 
 if TYPE_CHECKING:
     from .items import ExperimentItem
@@ -284,7 +285,7 @@ def describe(runs: list[dict[str, Any]], now: float) -> list[tuple[str, str, str
             if elapsed > estimate:
                 timing += " (over)"
         paths = [Path(run[key]) for key in ("stdout", "stderr") if run.get(key)]
-        rows.append((label, timing, latest_output(paths)))
+        rows.append((label, timing, mask(latest_output(paths))))
     return rows
 
 

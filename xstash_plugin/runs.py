@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .masking import mask_data
 from .yamlio import dump_yaml
 
 RECORD_NAME = "xstash.json"
@@ -56,7 +57,8 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     """Write ``xstash.json`` atomically (temp file + rename): readers never see half a record."""
     target = run_dir / RECORD_NAME
     tmp = run_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps(mask_data(record), indent=2, default=str, ensure_ascii=False)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
 
 
