@@ -84,3 +84,55 @@ def test_killed_worker_loses_only_its_experiment(project: Project) -> None:
     assert not alive(tool_pid), "the crashed worker's tool was left running"
     assert "configs/victim.yaml::victim" in text.split("xstash results")[1]
     assert "Traceback" not in text.split("short test summary")[0].split("xstash results")[1]
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "0"]], ids=["serial", "n0"])
+def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[str]) -> None:
+    """kill -9 of pytest itself (no xdist controller to notice): its watchdog stops the tool and
+    says so in the record, instead of the tool running on under PID 1 as 'running'."""
+    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 60\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "configs", *workers, "-p", "no:cacheprovider"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    tool_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tool_pid is None:
+            victim = records(project.root).get("victim", {})
+            tool_pid = victim.get("tool_pid")
+            time.sleep(0.05)
+        assert tool_pid is not None, "the victim never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15  # the watchdog's grace is 3 s
+        while time.monotonic() < deadline and (
+            alive(tool_pid) or records(project.root)["victim"]["status"] == "running"
+        ):
+            time.sleep(0.05)
+        survived = alive(tool_pid)  # (before the clean-up below kills it)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if tool_pid is not None and alive(tool_pid):
+            os.killpg(tool_pid, signal.SIGKILL)
+    assert not survived, "the tool outlived the pytest that started it"
+    victim = records(project.root)["victim"]
+    assert victim["status"] == "error"
+    assert f"the pytest process running this experiment (pid {proc.pid}) died" in victim["error"]
+    assert victim["ended"] >= victim["started"]
+    assert not list((project.root / "outputs" / ".xstash" / "watchdog").glob("*.txt"))
+
+
+def test_a_normal_session_leaves_its_watchdog_nothing_to_do(project: Project) -> None:
+    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.config("quick.yaml", "tool: sleeper\nexperiment: quick\nsleep: 0.1\n")
+    result = project.pytester.runpytest("configs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert records(project.root)["quick"]["status"] == "passed"
+    assert not list((project.root / "outputs" / ".xstash" / "watchdog").glob("*.txt"))

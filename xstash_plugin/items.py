@@ -426,6 +426,7 @@ class ExperimentItem(pytest.Item):
             # orphaned process group by these.
             record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
             self._save(run_dir, record)
+            state.watchdog.add(pid, run_dir)  # should pytest die, its tool does not live on
             progress.announce(self, request, pid)  # removed when runtest ends
 
         def interrupted() -> None:
@@ -450,6 +451,9 @@ class ExperimentItem(pytest.Item):
                 f"experiment '{self.name}' ({self.config_relpath}): cannot start tool "
                 f"'{tool.name}': {exc}\ncommand: {display_command(argv)}\nrun directory: {run_dir}"
             ) from None
+        finally:
+            if "tool_pid" in record:
+                state.watchdog.remove(int(record["tool_pid"]))  # its process group is gone
         self._finish(request, result, record)
 
     def _run_local(

@@ -147,7 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
     grace, _ = _duration_setting(config, "xstash_kill_grace", None)
     if grace is not None:
-        state.grace = grace
+        state.grace = state.watchdog.grace = grace
     report: str | None = config.getoption("xstash_report")
     if report:
         path = config.invocation_params.dir / report
@@ -322,6 +322,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.compose.close()
     if state is not None:
         state.preload.close()
+        state.watchdog.close()
 
 
 @pytest.hookimpl(wrapper=True)

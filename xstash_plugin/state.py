@@ -20,6 +20,7 @@ from .registry import META_NAME, Registry, load_registry
 from .reuse import ReuseIndex, SubmittedIndex
 from .spec import Experiment, load_experiment
 from .sweeps import Point
+from .watchdog import Watchdog
 
 REUSE_HELP = (
     "do not run an experiment again when a passed run with the same run key (tool code, "
@@ -60,9 +61,11 @@ class State:
     reported: set[str] = field(default_factory=set)  # warnings already given
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
     preload: PreloadPool = field(default_factory=PreloadPool)  # tools with preload: true
+    watchdog: Watchdog = field(init=False)  # kills this process's tools should it be killed
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)
+        self.watchdog = Watchdog(self.output_root / ".xstash" / "watchdog", self.grace)
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
