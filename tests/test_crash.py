@@ -136,3 +136,52 @@ def test_a_normal_session_leaves_its_watchdog_nothing_to_do(project: Project) ->
     result.assert_outcomes(passed=1)
     assert records(project.root)["quick"]["status"] == "passed"
     assert not list((project.root / "outputs" / ".xstash" / "watchdog").glob("*.txt"))
+
+
+# Plain Python: starts a process that leaves its process group (setsid, as a daemon would),
+# notes its pid, then sleeps for its config's 'sleep' seconds.
+ESCAPER = """\
+import os, re, subprocess, sys, time
+args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
+run_dir = args["hydra.run.dir"].strip("'")
+config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         start_new_session=True)
+open(run_dir + "/escapee.pid", "w").write(str(child.pid))
+print("started an escapee", flush=True)
+time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "sleep", "outcome"),
+    [
+        pytest.param([], "0.2", "passed", id="passed"),
+        pytest.param(["-s"], "0.2", "passed", id="passed-live"),
+        pytest.param(["--xstash-timeout", "2s"], "30", "failed", id="timeout"),
+        pytest.param(["-s", "--xstash-timeout", "2s"], "30", "failed", id="timeout-live"),
+    ],
+)
+def test_processes_that_leave_the_tools_group_do_not_outlive_the_run(
+    project: Project, extra: list[str], sleep: str, outcome: str
+) -> None:
+    project.tool("escaper", ESCAPER, entrypoint="main.py", env="system", deps=None)
+    project.config("e.yaml", f"tool: escaper\nexperiment: e\nsleep: {sleep}\n")
+    started = time.monotonic()
+    result = project.pytester.runpytest("configs", "-p", "no:cacheprovider", *extra)
+    took = time.monotonic() - started
+    result.assert_outcomes(**{outcome: 1})
+    (run_dir,) = project.run_dirs("e")
+    escapee = int((run_dir / "escapee.pid").read_text())
+    try:
+        assert not alive(escapee), "a process that left the tool's group outlived the run"
+    finally:
+        if alive(escapee):
+            os.kill(escapee, signal.SIGKILL)
+    # Its pipes held open (-s) never hold up the end of the run: the escapee would sleep 120 s.
+    assert took < 60, f"the session took {took:.0f} s"
+    result.stdout.fnmatch_lines(
+        ["*1 process(es) had left the tool's process group and were stopped when the run ended:*"]
+    )
+    record = json.loads((run_dir / "xstash.json").read_text())
+    assert record["escaped"] and str(escapee) in record["escaped"][0]

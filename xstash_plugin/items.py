@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .compose import Run
 from .durations import format_duration
 from .envs import tool_environ, uv_version
 from .errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
-from .launchers.local import RunRequest, RunResult, run_local
+from .launchers.local import COOKIE_VAR, RunRequest, RunResult, run_local
 from .launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from .launchers.slurm import SlurmJob
 from .launchers.slurm import attach as attach_slurm
@@ -341,14 +342,16 @@ class ExperimentItem(pytest.Item):
         self._save(run_dir, record)
         timeout, timeout_source = self.timeout()
         record.update(timeout=timeout, timeout_source=timeout_source or None)
+        cookie = uuid.uuid4().hex  # marks every process of this run, see kill_escapees
         request = RunRequest(
             timeout=timeout,
             grace=state.grace,
             argv=argv,
             cwd=tool.path,
-            env=tool_environ(self.experiment.tool),
+            env={**tool_environ(self.experiment.tool), COOKIE_VAR: cookie},
             run_dir=run_dir,
             live=state.live,
+            cookie=cookie,
         )
 
         record["launcher"] = self.launcher()
@@ -478,7 +481,9 @@ class ExperimentItem(pytest.Item):
                     )
                 log = state.output_root / ".xstash" / "preload" / f"{tool.name}-{os.getpid()}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                server = state.preload.server(key, request.env, log)
+                # Not the run's cookie: the server outlives the run (its forks carry it).
+                server_env = {k: v for k, v in request.env.items() if k != COOKIE_VAR}
+                server = state.preload.server(key, server_env, log)
                 record["preloaded"] = True
                 return run_local(
                     request, on_interrupt=interrupted, on_start=started, preload=server
@@ -633,6 +638,15 @@ class ExperimentItem(pytest.Item):
 
     def _finish(self, request: RunRequest, result: RunResult, record: dict[str, Any]) -> None:
         exited_ok = result.returncode == 0
+        if result.escaped:
+            record["escaped"] = list(result.escaped)
+            self.warn(
+                XstashWarning(
+                    f"experiment '{self.name}' ({self.config_relpath}): "
+                    f"{len(result.escaped)} process(es) had left the tool's process group and "
+                    f"were stopped when the run ended: {'; '.join(result.escaped)}"
+                )
+            )
         metrics, verdicts, metrics_problem = self._judge(request.run_dir)
         ok = exited_ok and metrics_problem is None and all(v.ok for v in verdicts)
         status = "timeout" if result.timed_out else "passed" if ok else "failed"

@@ -33,6 +33,9 @@ class RunRequest:
     live: bool = False  # also copy the output to our own stdout/stderr as it comes
     timeout: float | None = None  # seconds; then the whole process tree is killed
     grace: float = GRACE_SECONDS  # between SIGTERM and SIGKILL
+    # In the tool's environment as XSTASH_RUN: every process of the run carries it, also one
+    # that leaves the tool's process group (setsid, a daemon), which is how it is found.
+    cookie: str = ""
 
     @property
     def stdout_path(self) -> Path:
@@ -52,6 +55,7 @@ class RunResult:
     ended: float
     pid: int
     timed_out: bool = False
+    escaped: tuple[str, ...] = ()  # processes that left the tool's group, killed at the end
 
     @property
     def duration(self) -> float:
@@ -99,6 +103,70 @@ def kill_tree(proc: Process, grace: float = GRACE_SECONDS) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+COOKIE_VAR = "XSTASH_RUN"
+DRAIN_SECONDS = 5.0  # how long the end of a run waits for its output to be copied
+
+
+def _carriers(cookie: str) -> list[int]:
+    """Processes (other than this one) whose environment holds ``XSTASH_RUN=<cookie>``
+    (Linux /proc; elsewhere none are found)."""
+    needle = f"{COOKIE_VAR}={cookie}".encode()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def _describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+        command = " ".join(a.decode(errors="replace") for a in argv if a)[:200]
+    except OSError:
+        command = "?"
+    return f"pid {pid} ({command})"
+
+
+def kill_escapees(cookie: str, grace: float) -> tuple[str, ...]:
+    """Stop every process of the run that left its process group: SIGTERM, then SIGKILL after
+    ``grace``. What they were, for the report."""
+    if not cookie:
+        return ()
+    pids = _carriers(cookie)
+    described = tuple(_describe(pid) for pid in pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [pid for pid in pids if _running(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return described
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().split(b")")[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def run_local(
@@ -164,14 +232,16 @@ def run_local(
                 kill_tree(proc, request.grace)
             raise
         finally:
-            for thread in threads:
-                thread.join()
+            escaped = kill_escapees(request.cookie, request.grace)
+            for thread in threads:  # bounded: a process that holds a pipe never blocks the end
+                thread.join(timeout=DRAIN_SECONDS)
         return RunResult(
             returncode=returncode,
             started=started,
             ended=time.time(),
             pid=proc.pid,
             timed_out=timed_out,
+            escaped=escaped,
         )
 
 
