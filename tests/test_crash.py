@@ -88,10 +88,11 @@ def test_killed_worker_loses_only_its_experiment(project: Project) -> None:
 
 @pytest.mark.parametrize("workers", [[], ["-n", "0"]], ids=["serial", "n0"])
 def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[str]) -> None:
-    """kill -9 of pytest itself (no xdist controller to notice): its watchdog stops the tool and
-    says so in the record, instead of the tool running on under PID 1 as 'running'."""
-    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
-    project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 60\n")
+    """kill -9 of pytest itself (no xdist controller to notice): its watchdog stops the tool,
+    and the process the tool started outside its group, and says so in the record, instead of
+    them running on under PID 1 as 'running'."""
+    project.tool("escaper", ESCAPER, entrypoint="main.py", env="system", deps=None)
+    project.config("victim.yaml", "tool: escaper\nexperiment: victim\nsleep: 60\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "configs", *workers, "-p", "no:cacheprovider"],
         cwd=project.root,
@@ -107,6 +108,9 @@ def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[st
             tool_pid = victim.get("tool_pid")
             time.sleep(0.05)
         assert tool_pid is not None, "the victim never started"
+        (run_dir,) = project.run_dirs("victim")
+        while time.monotonic() < deadline and not (run_dir / "escapee.pid").exists():
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 15  # the watchdog's grace is 3 s
@@ -114,7 +118,12 @@ def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[st
             alive(tool_pid) or records(project.root)["victim"]["status"] == "running"
         ):
             time.sleep(0.05)
+        escapee = int((run_dir / "escapee.pid").read_text())
+        watchdog = project.root / "outputs" / ".xstash" / "watchdog"
+        while time.monotonic() < deadline and (alive(escapee) or list(watchdog.glob("*.txt"))):
+            time.sleep(0.05)  # (the watchdog removes its list last)
         survived = alive(tool_pid)  # (before the clean-up below kills it)
+        escapee_survived = alive(escapee)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -122,6 +131,7 @@ def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[st
         if tool_pid is not None and alive(tool_pid):
             os.killpg(tool_pid, signal.SIGKILL)
     assert not survived, "the tool outlived the pytest that started it"
+    assert not escapee_survived, "the process the tool set apart outlived pytest"
     victim = records(project.root)["victim"]
     assert victim["status"] == "error"
     assert f"the pytest process running this experiment (pid {proc.pid}) died" in victim["error"]

@@ -429,7 +429,7 @@ class ExperimentItem(pytest.Item):
             # orphaned process group by these.
             record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
             self._save(run_dir, record)
-            state.watchdog.add(pid, run_dir)  # should pytest die, its tool does not live on
+            state.watchdog.add(pid, request.cookie, run_dir)  # should pytest die, so does it
             progress.announce(self, request, pid)  # removed when runtest ends
 
         def interrupted() -> None:

@@ -7,7 +7,8 @@ tools also starts one small *watchdog* process (plain Python, in a session of it
 holds the read end of a pipe from pytest. pytest lists each run's process group and run
 directory in a file as the run starts, and strikes it off when it ends. When the pipe reaches
 end-of-file, pytest is gone (or done): the watchdog sends SIGTERM, then SIGKILL after the grace
-period, to every group still listed, and marks those runs' records ``error`` ("the pytest
+period, to every group still listed and to every process that carries one of their runs'
+``XSTASH_RUN`` token (it left the group), and marks those runs' records ``error`` ("the pytest
 process running it died").
 """
 
@@ -36,9 +37,10 @@ try:
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             op, _, rest = line.rstrip("\n").partition(" ")
-            pgid, _, run_dir = rest.partition(" ")
+            pgid, _, rest = rest.partition(" ")
+            cookie, _, run_dir = rest.partition(" ")
             if op == "+":
-                live[int(pgid)] = run_dir
+                live[int(pgid)] = (cookie, run_dir)
             elif op == "-":
                 live.pop(int(pgid), None)
 except (OSError, ValueError):
@@ -49,9 +51,36 @@ def alive(pgid):
     except OSError:
         return False
     return True
+def carriers():
+    # Processes that left a run's process group but carry its XSTASH_RUN token.
+    needles = {("XSTASH_RUN=" + cookie).encode() for cookie, _ in live.values() if cookie}
+    found = []
+    if not needles:
+        return found
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/" + name + "/environ", "rb") as handle:
+                environ = set(handle.read().split(b"\0"))
+        except OSError:
+            continue
+        if needles & environ:
+            found.append(int(name))
+    return found
+escaped = carriers()
 for pgid in live:
     try:
         os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        pass
+for pid in escaped:
+    try:
+        os.kill(pid, signal.SIGTERM)
     except OSError:
         pass
 deadline = time.monotonic() + grace
@@ -62,7 +91,12 @@ for pgid in live:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
-for pgid, run_dir in live.items():
+for pid in escaped + carriers():
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+for pgid, (cookie, run_dir) in live.items():
     record = os.path.join(run_dir, "xstash.json")
     try:
         with open(record, encoding="utf-8") as handle:
@@ -132,10 +166,10 @@ class Watchdog:
             self.list.write(line + "\n")
             self.list.flush()
 
-    def add(self, pgid: int, run_dir: Path) -> None:
-        """A run's tool started as process group ``pgid``."""
+    def add(self, pgid: int, cookie: str, run_dir: Path) -> None:
+        """A run's tool started as process group ``pgid``; its processes carry ``cookie``."""
         if self._start():
-            self._write(f"+ {pgid} {run_dir}")
+            self._write(f"+ {pgid} {cookie or '-'} {run_dir}")
 
     def remove(self, pgid: int) -> None:
         """That run ended (its process group is gone)."""
