@@ -116,3 +116,33 @@ def test_state_folder_that_cannot_be_written(project: Project, compose: str) -> 
             assert record["status"] == "error"
             assert "cannot write its environment state" in record["error"]
     result.stdout.fnmatch_lines(["*fix: make */.xstash/envs a writable folder*"])
+
+
+def test_links_planted_in_the_output_root_are_not_followed(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A run folder that is a link to elsewhere, and links in place of xstash's own state
+    files: runs fail with the link named; nothing is written where the links point."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    victim_file = elsewhere / "precious.txt"
+    victim_file.write_text("do not touch\n")
+    project.tool("hy")  # env: uv: prepared and logged in outputs/.xstash/envs
+    project.config("moved.yaml", "tool: hy\nexperiment: moved\n")
+    project.config("fine.yaml", "tool: hy\nexperiment: fine\n")
+    outputs = project.root / "outputs"
+    (outputs / "configs").mkdir(parents=True)
+    (outputs / "configs" / "moved").symlink_to(elsewhere, target_is_directory=True)
+    result = project.pytester.runpytest("configs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*/outputs/configs/moved leads outside the output root*"])
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+    # Now xstash's own log of environment preparations is a planted link.
+    sync_log = outputs / ".xstash" / "envs" / "sync.log"
+    sync_log.unlink()
+    sync_log.symlink_to(victim_file)
+    (outputs / "configs" / "moved").unlink()
+    again = project.pytester.runpytest("configs/fine.yaml", "-p", "no:cacheprovider")
+    again.assert_outcomes(errors=1)
+    again.stdout.fnmatch_lines(["*cannot write its environment state*symbolic links*"])
+    assert victim_file.read_text() == "do not touch\n"
+    assert "Traceback" not in result.stdout.str() + again.stdout.str()

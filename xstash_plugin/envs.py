@@ -9,6 +9,7 @@ with uv's message), so a tool is synced once per session whatever the number of 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .errors import EnvError
 from .registry import Tool
-from .runs import dependency_hash
+from .runs import dependency_hash, write_own_file
 
 SYNC_LOG = "sync.log"
 
@@ -85,6 +86,8 @@ def file_lock(path: Path) -> AbstractContextManager[object]:
     """An inter-process lock on ``path`` (filelock is imported only here: ~20 ms, asyncio)."""
     from filelock import FileLock
 
+    if path.is_symlink():  # filelock would open (and truncate) whatever the link points to
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link xstash did not make; remove it")
     return FileLock(str(path))
 
 
@@ -180,7 +183,8 @@ class EnvManager:
             seconds = time.perf_counter() - started
             if ok and compile_bytecode:
                 compiled = dependency_hash(tool.path)  # uv sync may have written uv.lock
-            stamp.write_text(
+            write_own_file(
+                stamp,
                 json.dumps(
                     {
                         "session": self.session_id,
@@ -188,22 +192,23 @@ class EnvManager:
                         "message": message,
                         "compiled": compiled if ok else None,
                     }
-                )
+                ),
             )
-            with open(self.state_dir / SYNC_LOG, "a", encoding="utf-8") as log:
-                log.write(
-                    json.dumps(
-                        {
-                            "session": self.session_id,
-                            "tool": tool.name,
-                            "pid": os.getpid(),
-                            "ok": ok,
-                            "compiled": ok and compile_bytecode,
-                            "seconds": round(seconds, 3),
-                        }
-                    )
-                    + "\n"
+            write_own_file(
+                self.state_dir / SYNC_LOG,
+                json.dumps(
+                    {
+                        "session": self.session_id,
+                        "tool": tool.name,
+                        "pid": os.getpid(),
+                        "ok": ok,
+                        "compiled": ok and compile_bytecode,
+                        "seconds": round(seconds, 3),
+                    }
                 )
+                + "\n",
+                append=True,
+            )
         if not ok:
             raise EnvError(message)
         return python

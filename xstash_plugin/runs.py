@@ -33,6 +33,13 @@ def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
         raise OSError(errno.EINVAL, f"the config path {rel_config} cannot name a run directory")
     parent = output_root / rel
     parent.mkdir(parents=True, exist_ok=True)
+    if not parent.resolve().is_relative_to(output_root.resolve()):
+        # A link planted in the output root must not send runs (and their logs) elsewhere.
+        raise OSError(
+            errno.EPERM,
+            f"{parent} leads outside the output root (to {parent.resolve()}) through a symbolic "
+            "link xstash did not make; remove the link",
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         name = f"{stamp}-{key}" + (f"-{attempt}" if attempt else "")
@@ -44,12 +51,21 @@ def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
     raise OSError(f"could not create a unique run directory under {parent}")
 
 
+def write_own_file(path: Path, text: str, append: bool = False) -> None:
+    """Write (or append to) one of xstash's own files, never through a symbolic link someone
+    planted there (OSError 'Too many levels of symbolic links' instead)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
     """Write the tool's view of the config where Hydra will find it; returns its folder."""
     folder = run_dir / CONFIG_DIR
     folder.mkdir(exist_ok=True)
     text = dump_yaml(payload)
-    (folder / f"{CONFIG_NAME}.yaml").write_text(text, encoding="utf-8")
+    write_own_file(folder / f"{CONFIG_NAME}.yaml", text)
     return folder
 
 
@@ -58,7 +74,7 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     target = run_dir / RECORD_NAME
     tmp = run_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
     text = json.dumps(mask_data(record), indent=2, default=str, ensure_ascii=False)
-    tmp.write_text(text, encoding="utf-8")
+    write_own_file(tmp, text)
     os.replace(tmp, target)
 
 
