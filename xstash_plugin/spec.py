@@ -520,25 +520,30 @@ def _check_launch(
     return launcher, resources
 
 
+def _xstash_list(
+    doc: YamlDoc, block: Any, key: str, what: str, fix: str, errors: list[ConfigError]
+) -> list[Any]:
+    """``xstash.<key>`` as a list (one string is a list of one); empty when absent or wrong."""
+    if not isinstance(block, dict) or key not in block:
+        return []
+    raw = block[key]
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list):
+        return raw
+    errors.append(
+        ConfigError(
+            doc.path, doc.line("xstash", key), f"'xstash.{key}' must be a list of {what}", fix
+        )
+    )
+    return []
+
+
 def _check_inputs(
     doc: YamlDoc, block: Any, repo_root: Path, errors: list[ConfigError]
 ) -> tuple[str, ...]:
-    if not isinstance(block, dict) or "inputs" not in block:
-        return ()
-    raw = block["inputs"]
     fix = "list paths relative to the repository, e.g. inputs: [data/train.csv, data/images]"
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        errors.append(
-            ConfigError(
-                doc.path,
-                doc.line("xstash", "inputs"),
-                "'xstash.inputs' must be a list of paths",
-                fix,
-            )
-        )
-        return ()
+    raw = _xstash_list(doc, block, "inputs", "paths", fix, errors)
     found: list[str] = []
     root = repo_root.resolve()
     for index, item in enumerate(raw):
@@ -569,22 +574,8 @@ def _check_inputs(
 
 
 def _check_new_keys(doc: YamlDoc, block: Any, errors: list[ConfigError]) -> tuple[str, ...]:
-    if not isinstance(block, dict) or "new_keys" not in block:
-        return ()
-    raw = block["new_keys"]
     fix = "list dotted keys of the tool's config, e.g. new_keys: [model.dropout, notes]"
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list):
-        errors.append(
-            ConfigError(
-                doc.path,
-                doc.line("xstash", "new_keys"),
-                "'xstash.new_keys' must be a list of keys",
-                fix,
-            )
-        )
-        return ()
+    raw = _xstash_list(doc, block, "new_keys", "keys", fix, errors)
     found: list[str] = []
     for index, key in enumerate(raw):
         key = key.lstrip("+") if isinstance(key, str) else key
