@@ -122,3 +122,28 @@ def test_secret_values_are_masked_in_everything_xstash_writes(
     assert LEAKED["XSTASH_TEST_TOKEN"] in (failed / "stdout.log").read_text()
     record = json.loads((failed / "xstash.json").read_text())
     assert record["metrics"] == {"seen": "***", "ok": 1}
+
+
+def test_which_values_are_secret() -> None:
+    from xstash_plugin.masking import Masker, secret_values
+
+    environ = {
+        "AWS_SECRET_ACCESS_KEY": "aws-0f9e8d7c6b5a",
+        "GITHUB_TOKEN": "ghp_abcdefgh",
+        "db_password": "hunter2!",
+        "SSH_KEY_ENABLED": "true",  # a flag, not a secret: masking 'true' everywhere hides more
+        "API_KEY": "abc",  # too short to mask
+        "LAB_URL": "postgres://u:pw@h/db",  # only when named in xstash_secret_env
+        "HOME": "/root",
+    }
+    assert secret_values(environ) == ["aws-0f9e8d7c6b5a", "ghp_abcdefgh", "hunter2!"]
+    values = secret_values(environ, ["LAB_URL"])
+    assert values[0] == "postgres://u:pw@h/db"  # longest first: a secret inside another
+    masker = Masker(values)
+    assert masker.text("url postgres://u:pw@h/db, key aws-0f9e8d7c6b5a, true") == (
+        "url ***, key ***, true"
+    )
+    assert masker.data({"a": ["ghp_abcdefgh", 1], "hunter2!": None}) == {
+        "a": ["***", 1],
+        "***": None,
+    }

@@ -5,8 +5,8 @@ tool's own ``stdout.log``/``stderr.log`` are left as the tool wrote them.
 
 A name looks secret when it contains TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL, PRIVATE or KEY
 (any case), or is listed in the ini setting ``xstash_secret_env``. Values shorter than
-``MIN_LENGTH`` are not masked: replacing every ``1`` or ``true`` in a report would hide more
-than it protects.
+``MIN_LENGTH`` are not masked, nor flags such as ``true``: replacing every ``1`` or ``true``
+in a report would hide more than it protects.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ SECRET_ENV_HELP = (
 )
 MASK = "***"
 MIN_LENGTH = 4
+# Values that say nothing secret, but would mask every occurrence of a common word.
+_NOT_SECRET = {"true", "false", "none", "null", "unset", "empty"}
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|KEY", re.IGNORECASE)
 
 
@@ -32,7 +34,9 @@ def secret_values(environ: Mapping[str, str], extra_names: Iterable[str] = ()) -
     values = {
         value
         for name, value in environ.items()
-        if (name in extra or _SECRET_NAME.search(name)) and len(value) >= MIN_LENGTH
+        if (name in extra or _SECRET_NAME.search(name))
+        and len(value) >= MIN_LENGTH
+        and value.strip().lower() not in _NOT_SECRET
     }
     return sorted(values, key=len, reverse=True)
 
