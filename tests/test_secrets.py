@@ -147,3 +147,14 @@ def test_which_values_are_secret() -> None:
         "a": ["***", 1],
         "***": None,
     }
+
+
+def test_a_slurm_job_gets_only_xstashs_changes_pickled() -> None:
+    from xstash_plugin.launchers.slurm import job_environment
+
+    base = {"HOME": "/root", "GITHUB_TOKEN": "ghp_abcdefgh", "PATH": "/usr/bin", "VIRTUAL_ENV": "x"}
+    run = {"HOME": "/root", "GITHUB_TOKEN": "ghp_abcdefgh", "PATH": "/t/.venv/bin:/usr/bin"}
+    run["XSTASH_RUN"] = "cookie"
+    changed, removed = job_environment(run, base)
+    assert changed == {"PATH": "/t/.venv/bin:/usr/bin", "XSTASH_RUN": "cookie"}
+    assert removed == ["VIRTUAL_ENV"]

@@ -199,7 +199,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # --- 1. pass, fail, expectations, report ------------------------------------------------------
 
 
-def test_experiments_run_as_slurm_jobs(repo: Project, hydra_python: str, jobs: list[str]) -> None:
+def test_experiments_run_as_slurm_jobs(
+    repo: Project, hydra_python: str, jobs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A secret of the submitting environment: the job gets it from SLURM, the shared disk
+    # (submitit's folder of pickled calls) never sees it.
+    monkeypatch.setenv("XSTASH_TEST_API_TOKEN", "slurm-secret-4d2c9b")
     expect = "xstash:\n  launcher: slurm\n  expect:\n    acc: '>= 0.9'\n"
     repo.config(
         "ok.yaml",
@@ -257,6 +262,11 @@ def test_experiments_run_as_slurm_jobs(repo: Project, hydra_python: str, jobs: l
         "low": ("failed", "0", "0.5"),
     }
     assert rows["ok"]["run_dir"] == str(records["ok"][0])
+
+    shared = [p for p in (repo.root / "outputs" / ".xstash" / "slurm").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pkl" for p in shared), shared
+    for path in shared:
+        assert b"slurm-secret-4d2c9b" not in path.read_bytes(), f"the secret is in {path}"
 
     props = {
         case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}

@@ -8,8 +8,10 @@ run directory and the tool's environment are on a filesystem the compute nodes s
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,33 @@ POLL_SECONDS = 0.5
 VANISHED_SECONDS = 120.0  # a job neither queued nor in accounting for this long is lost
 
 
-def run_command(argv: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str) -> int:
-    """What the job runs on the node: the tool, its output into the run directory."""
+def job_environment(
+    env: Mapping[str, str], base: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """What the job must change in its environment to be the run's: the variables xstash sets
+    or changes (the tool's virtual environment, PATH, PYTHONUNBUFFERED, XSTASH_RUN) and those
+    it removes, relative to ``base`` (the environment pytest runs in). Only this is written
+    into the submitit folder on the shared disk; SLURM passes the rest of the environment to the
+    job itself (sbatch exports it by default), so no secret of it lands there in a pickle."""
+    changed = {key: value for key, value in env.items() if base.get(key) != value}
+    removed = sorted(key for key in base if key not in env)
+    return changed, removed
+
+
+def run_command(
+    argv: list[str],
+    cwd: str,
+    changed: dict[str, str],
+    removed: list[str],
+    stdout: str,
+    stderr: str,
+) -> int:
+    """What the job runs on the node: the tool, in the job's environment with xstash's changes,
+    its output into the run directory."""
+    env = dict(os.environ)
+    for key in removed:
+        env.pop(key, None)
+    env.update(changed)
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         return subprocess.call(
             argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
@@ -151,11 +178,13 @@ def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: s
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(**sbatch_parameters(resources, request.timeout, name))
+    changed, removed = job_environment(request.env, os.environ)
     job = executor.submit(
         run_command,
         list(request.argv),
         str(request.cwd),
-        dict(request.env),
+        changed,
+        removed,
         str(request.stdout_path),
         str(request.stderr_path),
     )
