@@ -146,3 +146,28 @@ def test_links_planted_in_the_output_root_are_not_followed(
     again.stdout.fnmatch_lines(["*cannot write its environment state*symbolic links*"])
     assert victim_file.read_text() == "do not touch\n"
     assert "Traceback" not in result.stdout.str() + again.stdout.str()
+
+
+def test_xstash_never_writes_its_own_files_through_a_link(tmp_path: Path) -> None:
+    """Every file xstash writes under its output root (records, logs, verdicts, durations,
+    progress, the watchdog's list) goes through these: a link planted in its place is an
+    error, and its target is untouched."""
+    from xstash_plugin.runs import open_own_file, write_own_file
+
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    link = tmp_path / "planted"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        write_own_file(link, "overwritten")
+    with pytest.raises(OSError):
+        write_own_file(link, "appended", append=True)
+    with pytest.raises(OSError):
+        open_own_file(link, append=True, binary=True)
+    assert target.read_text() == "keep"
+    own = tmp_path / "own.log"
+    write_own_file(own, "a")
+    write_own_file(own, "b\n", append=True)
+    with open_own_file(own, append=True, binary=True) as handle:
+        handle.write(b"c")
+    assert own.read_text() == "ab\nc"

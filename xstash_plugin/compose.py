@@ -36,7 +36,14 @@ from .envs import EnvManager, tool_environ
 from .errors import ConfigError, EnvError
 from .launchers.preload import server_key
 from .registry import Tool
-from .runs import CONFIG_NAME, content_key, dependency_hash, write_tool_config
+from .runs import (
+    CONFIG_NAME,
+    content_key,
+    dependency_hash,
+    open_own_file,
+    write_own_file,
+    write_tool_config,
+)
 from .spec import Experiment
 
 COMPOSE_HELP = (
@@ -163,7 +170,7 @@ class ToolServer:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         read_fd, write_fd = os.pipe()
-        with open(log, "ab") as log_file:
+        with open_own_file(log, append=True, binary=True) as log_file:
             self.proc = subprocess.Popen(
                 [python, "-c", SERVER_SOURCE, str(write_fd), kind, entry, key.path0],
                 cwd=tool.path,
@@ -239,7 +246,7 @@ class ToolServer:
         trace = str(message.get("traceback") or "").strip().splitlines()
         where = f" (traceback in {self.log})" if trace else ""
         if trace:
-            with contextlib.suppress(OSError), open(self.log, "a", encoding="utf-8") as log:
+            with contextlib.suppress(OSError), open_own_file(self.log, append=True) as log:
                 log.write("\n".join(trace) + "\n")
         return f"importing its entry failed: {error}{where}"
 
@@ -358,7 +365,7 @@ class ComposeService:
         tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
         with contextlib.suppress(OSError):
             verdict = {"ok": answer.ok, "hydra_ok": answer.hydra_ok, "errors": answer.errors}
-            tmp.write_text(json.dumps(verdict))
+            write_own_file(tmp, json.dumps(verdict))
             os.replace(tmp, path)
         self._release(self.dir / f"{key}.claim")
 

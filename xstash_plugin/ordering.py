@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .runs import write_own_file
+
 ORDER_HELP = (
     "the order experiments start in: 'longest' (default) runs those with the longest "
     "estimated_runtime first (or, without one, the duration their last run took), which keeps "
@@ -59,7 +61,7 @@ def save_durations(output_root: Path, rows: Iterable[dict[str, Any]]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(merged, indent=0, sort_keys=True), encoding="utf-8")
+        write_own_file(tmp, json.dumps(merged, indent=0, sort_keys=True))
         os.replace(tmp, path)
     except OSError:
         pass  # an estimate for next time is not worth failing a session for

@@ -28,6 +28,7 @@ import pytest
 
 from .durations import parse_duration
 from .masking import mask
+from .runs import write_own_file
 
 if TYPE_CHECKING:
     from .items import ExperimentItem
@@ -146,7 +147,7 @@ class Tracker:
         tmp = path.with_name(f".{path.name}.tmp")
         try:  # progress is a convenience: it never fails a run
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data), encoding="utf-8")
+            write_own_file(tmp, json.dumps(data))
             os.replace(tmp, path)
         except OSError:
             return

@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .masking import mask_data
 from .yamlio import dump_yaml
@@ -51,12 +51,19 @@ def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
     raise OSError(f"could not create a unique run directory under {parent}")
 
 
-def write_own_file(path: Path, text: str, append: bool = False) -> None:
-    """Write (or append to) one of xstash's own files, never through a symbolic link someone
-    planted there (OSError 'Too many levels of symbolic links' instead)."""
+def open_own_file(path: Path, append: bool = False, binary: bool = False) -> IO[Any]:
+    """Open one of xstash's own files for writing (or appending), never through a symbolic link
+    someone planted there (OSError 'Too many levels of symbolic links' instead)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
     fd = os.open(path, flags, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    if binary:
+        return os.fdopen(fd, "ab" if append else "wb")
+    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+
+
+def write_own_file(path: Path, text: str, append: bool = False) -> None:
+    """Write (or append to) one of xstash's own files (see :func:`open_own_file`)."""
+    with open_own_file(path, append) as handle:
         handle.write(text)
 
 

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from .runs import open_own_file
+
 # Runs as `python -c`: the standard library only.
 WATCHDOG_SOURCE = r"""
 import json, os, signal, sys, time
@@ -139,7 +141,7 @@ class Watchdog:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{os.getpid()}.txt"
-            self.list = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.list = open_own_file(path)  # closed in close()
             self.proc = subprocess.Popen(
                 [
                     sys.executable,

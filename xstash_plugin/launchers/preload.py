@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..hydra_entry import is_main_guard
+from ..runs import open_own_file
 
 SERVER_SOURCE = (Path(__file__).with_name("preload_server.py")).read_text(encoding="utf-8")
 # How long a tool may take to import before we give up on preloading it (and run it plainly).
@@ -131,7 +132,7 @@ class PreloadServer:
     def start(cls, key: ServerKey, env: dict[str, str], log: Path) -> PreloadServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            with open(log, "ab") as err:
+            with open_own_file(log, append=True, binary=True) as err:
                 proc = subprocess.Popen(
                     [
                         key.python,
