@@ -222,12 +222,12 @@ class Server:
             self.captured = None
             try:
                 hydra = self._hydra(request["config_dir"])
-                composed = self._compose(hydra, request, errors)
+                self._compose(hydra, request, errors)
                 hydra_ok = not errors  # Hydra's own verdict, as --cfg job --resolve gives it
                 missing = any(e["kind"] == "missing_config" for e in errors)
                 if request.get("check_keys") and not missing:
                     try:
-                        self._check_keys(hydra, request, composed, errors)
+                        self._check_keys(hydra, request, errors)
                     except Exception as exc:  # an internal of another Hydra version
                         notes.append(f"unknown-key check skipped: {_message(exc)}")
             except Exception as exc:
@@ -236,9 +236,9 @@ class Server:
                 GlobalHydra.instance().clear()
         return {"ok": not errors, "hydra_ok": hydra_ok, "errors": _dedupe(errors), "notes": notes}
 
-    def _compose(self, hydra: Any, request: dict[str, Any], errors: list[dict[str, Any]]) -> bool:
+    def _compose(self, hydra: Any, request: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         """What ``--cfg job --resolve`` does, every interpolation resolved on its own so each
-        bad one is reported. True when the config composed."""
+        bad one is reported."""
         from hydra.core.hydra_config import HydraConfig
         from hydra.errors import MissingConfigException
         from hydra.types import RunMode
@@ -262,15 +262,14 @@ class Server:
                     "groups": self.tool_groups,
                 }
             )
-            return False
+            return
         except Exception as exc:
             errors.append(_classify(exc))
-            return False
+            return
         HydraConfig.instance().set_config(cfg)
         OmegaConf.set_readonly(cfg.hydra, None)
         job = hydra.get_sanitized_cfg(cfg, "job")
         _resolve_each(job, [], errors)
-        return True
 
     def _baseline(self, hydra: Any) -> Any:
         """The config the experiment extends: every config its defaults list selects (after
@@ -301,7 +300,6 @@ class Server:
         self,
         hydra: Any,
         request: dict[str, Any],
-        composed: bool,
         errors: list[dict[str, Any]],
     ) -> None:
         base = self._baseline(hydra)
@@ -428,9 +426,7 @@ def _remember_parsed_yaml() -> None:
 def _classify(exc: BaseException) -> dict[str, Any]:
     """An error of Hydra's compose, with the key it is about when it names one."""
     text = str(exc)
-    found = re.match(r"Could not (?:override|append to config\.?) '([^']+)'", text)
-    if found is None:
-        found = re.search(r"Could not override '([^']+)'", text)
+    found = re.search(r"Could not override '([^']+)'", text)
     if found:
         key = found.group(1)
         return {"kind": "override", "key": key, "path": _split_key(key), "message": _message(exc)}
