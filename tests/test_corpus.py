@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,17 @@ PLAIN_MAIN = "print('ran')\n"
 BAD_CONFIG = "tool: t\nexperiment: bad\n"  # the experiment of a meta.yaml case
 # Characters that must never reach the terminal raw (newline and tab are layout).
 RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
-OUTCOMES = ("error", "accepted", "not-collected", "usage", "passes")
-PLACES = ("config", "meta", "no-meta", "script")
+OUTCOMES = ("error", "accepted", "not-collected", "usage", "passes", "fails")
+PLACES = ("config", "meta", "no-meta", "script", "metrics")
+# Tool 't' of a metrics case: copies the input (at the repository's top) into its run
+# directory as metrics.json and exits 0; the case is about xstash's reaction to the file.
+COPIER = """\
+import shutil, sys
+run_dir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.run.dir="))
+shutil.copyfile("../../metrics_input", run_dir.strip("'") + "/metrics.json")
+print("copied")
+"""
+MAX_OUTPUT = 200_000  # characters of pytest output for a metrics case, however big the file
 KEYS = {
     "name",
     "file",
@@ -60,6 +70,7 @@ KEYS = {
     "collects",
     "seen",
     "seen_each",
+    "record",
     "note",
 }
 
@@ -139,6 +150,10 @@ GENERATORS: dict[str, Callable[[], Iterable[bytes]]] = {
         b"tool: t\nexperiment: bad\na: 1\nx: [" + b"'${a}'," * MAX_INTERPOLATIONS + b"'${a}']\n"
     ],
     "interpolations_in_one_string": _interpolations_in_one_string,
+    # Metrics: 100,000 levels of nesting (RecursionError in json), 20,000 keys, a 5 MB value.
+    "metrics_deep": lambda: [b'{"a": ' * 100_000, b"1", b"}" * 100_000],
+    "metrics_many_keys": lambda: [json.dumps({f"m{i:05d}": i for i in range(20_000)}).encode()],
+    "metrics_huge_value": lambda: _filled(b'{"accuracy": 0.97, "log": "', 5_000_000, b'"}'),
 }
 
 
@@ -182,6 +197,9 @@ def test_manifest_is_complete_and_consistent() -> None:
             assert "line" in case and case.get("what") and case.get("fix"), where
         if case["expect"] == "usage":
             assert case["as"] == "script" and case.get("what"), where
+        if case["as"] == "metrics" or case["expect"] == "fails":
+            assert case["as"] == "metrics" and case["expect"] in ("passes", "fails"), where
+            assert case.get("record"), f"{where}: say what its run record must hold"
 
 
 # --- running a case -----------------------------------------------------------------------
@@ -207,8 +225,14 @@ def _arg(value: Any) -> str:
 def _build(project: Project, case: dict[str, Any], hydra: str | None) -> str:
     """Lay out the repository for ``case``; returns the relative path of the hostile config."""
     root = project.root
+    place = case["as"]
+    target = case.get("path", "configs/bad.yaml")
     project.tool("good", PLAIN_MAIN, env="system", deps=None)
-    if hydra is not None:
+    if place == "metrics":
+        project.tool("t", COPIER, env="system", deps=None)
+        _write_input(root / "metrics_input", case)
+        (root / target).write_text(case.get("config", BAD_CONFIG), encoding="utf-8")
+    elif hydra is not None:
         project.tool("t", HYDRA_MAIN, env=hydra, deps=None)
     else:
         project.tool("t", PLAIN_MAIN, env="system", deps=None)
@@ -219,9 +243,9 @@ def _build(project: Project, case: dict[str, Any], hydra: str | None) -> str:
         "tools:\n  other: {path: tools/other, entrypoint: src/main.py, env: system}\n",
     )
     project.write("lab2/configs/other.yaml", "tool: other\nexperiment: other\n")
-    target = case.get("path", "configs/bad.yaml")
-    place = case["as"]
-    if place == "meta":
+    if place == "metrics":
+        pass  # laid out above
+    elif place == "meta":
         _write_input(root / "configs" / "meta.yaml", case)
         (root / target).write_text(case.get("config", BAD_CONFIG), encoding="utf-8")
     elif place in ("config", "no-meta", "script"):
@@ -316,8 +340,9 @@ def test_corpus_case(
         if link and str(link).startswith("/") and not Path(link).exists():
             pytest.skip(f"{link} does not exist on this system")
     assert not PWNED.exists(), f"{PWNED} exists before the case: remove it and rerun"
-    runs = case["expect"] == "passes"
-    hydra = str(request.getfixturevalue("hydra_python")) if runs else None
+    runs = case["expect"] in ("passes", "fails")
+    metrics = case["as"] == "metrics"
+    hydra = str(request.getfixturevalue("hydra_python")) if runs and not metrics else None
     root = project.root
     (root / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", str(root / "tmp"))
@@ -326,6 +351,8 @@ def test_corpus_case(
 
     args = ["-p", "no:cacheprovider", *(case.get("pytest_args") or [])]
     args += ["-v"] if runs else ["--collect-only", "-q"]
+    if metrics:
+        args += ["--junitxml=r.xml", "--xstash-report=r.json"]
     result = project.pytester.runpytest_subprocess(*args, timeout=TIMEOUT)
     out = result.stdout.str()
     _no_escape(out + result.stderr.str(), "pytest's output")
@@ -351,6 +378,13 @@ def test_corpus_case(
         where = "configs/meta.yaml" if case["as"] == "meta" else config
         _assert_message(sections[config], where, case)
         assert result.ret == pytest.ExitCode.INTERRUPTED, out
+    elif expect == "fails":
+        assert not sections, out
+        assert "configs/good.yaml::good PASSED" in out, out
+        assert f"{config}::bad FAILED" in out, out
+        for part in case["what"] if isinstance(case["what"], list) else [case["what"]]:
+            assert part in out, f"{part!r} not in:\n{out}"
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, out
     elif expect in ("accepted", "passes"):
         assert not sections, out
         for node in case.get("collects") or []:
@@ -368,9 +402,53 @@ def test_corpus_case(
             assert part in script.stderr, script.stderr
         assert "$ pytest" not in script.stdout, "the script started pytest"
 
-    if runs:
+    if metrics:
+        _assert_metrics_run(project, config, case, out)
+    elif runs:
         seen = _seen(project, config)
         for key, value in (case.get("seen") or {}).items():
             assert all(cfg[key] == value for cfg in seen), (key, value, seen)
         for key, values in (case.get("seen_each") or {}).items():
             assert sorted(cfg[key] for cfg in seen) == sorted(values), (key, seen)
+
+
+def _strict_json(path: Path) -> Any:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{path} holds {name}, which is not JSON")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def _holds(got: Any, want: Any, where: str) -> None:
+    """``got`` holds ``want``: a mapping holds each wanted key (recursively), a string holds
+    the wanted fragment, anything else is equal."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict), f"{where} = {got!r}, wanted a mapping"
+        for key, value in want.items():
+            assert key in got, f"{where} has no {key!r}: {sorted(got)}"
+            _holds(got[key], value, f"{where}[{key!r}]")
+    elif isinstance(want, str) and isinstance(got, str):
+        assert want in got, f"{where} = {got!r}, wanted {want!r} in it"
+    else:
+        assert got == want and type(got) is type(want), f"{where} = {got!r}, wanted {want!r}"
+
+
+def _assert_metrics_run(project: Project, config: str, case: dict[str, Any], out: str) -> None:
+    """A metrics case's run ends with a final record (strict JSON, holding ``record``), the
+    report and JUnit XML agree, and no output grows with the metrics file."""
+    assert len(out) < MAX_OUTPUT, f"{len(out):,} characters of output"
+    stem = Path(config).relative_to("configs").with_suffix("").as_posix()
+    (run_dir,) = project.run_dirs(stem)
+    record = _strict_json(run_dir / "xstash.json")
+    assert record["status"] == ("passed" if case["expect"] == "passes" else "failed"), record
+    assert record["ended"] >= record["started"]
+    _holds(record, case["record"], "record")
+    rows = {row["experiment"]: row for row in _strict_json(project.root / "r.json")}
+    assert rows["bad"]["status"] == record["status"]
+    xml = project.root / "r.xml"
+    assert xml.stat().st_size < MAX_OUTPUT
+    cases = {c.get("name"): c for c in ET.parse(xml).iter("testcase")}
+    assert (cases["bad"].find("failure") is not None) == (case["expect"] == "fails")
+    assert (project.root / "r.json").stat().st_size < MAX_OUTPUT
+    copied = (run_dir / "metrics.json").stat().st_size
+    assert copied == (project.root / "metrics_input").stat().st_size, "the file is left whole"

@@ -170,6 +170,8 @@ time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
         pytest.param(["-s"], "0.2", "passed", id="passed-live"),
         pytest.param(["--xstash-timeout", "2s"], "30", "failed", id="timeout"),
         pytest.param(["-s", "--xstash-timeout", "2s"], "30", "failed", id="timeout-live"),
+        pytest.param(["-n", "2"], "0.2", "passed", id="passed-n2"),
+        pytest.param(["-n", "2", "--xstash-timeout", "2s"], "30", "failed", id="timeout-n2"),
     ],
 )
 def test_processes_that_leave_the_tools_group_do_not_outlive_the_run(
@@ -195,3 +197,98 @@ def test_processes_that_leave_the_tools_group_do_not_outlive_the_run(
     )
     record = json.loads((run_dir / "xstash.json").read_text())
     assert record["escaped"] and str(escapee) in record["escaped"][0]
+
+
+def _watchdog_of(pytest_pid: int) -> int | None:
+    """The pid of the watchdog a pytest process started (it names pytest's pid in its argv)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 4 and argv[1] == b"-c" and argv[-2:] == [str(pytest_pid).encode(), b""]:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "n2"])
+def test_a_run_left_running_by_a_dead_session_is_settled_by_the_next(
+    project: Project, workers: list[str]
+) -> None:
+    """pytest and its watchdog both killed (as the OOM killer or a kill of the whole tree
+    would): the tool runs on, its record says 'running'. The next session does not start a
+    second copy while it lives, and marks it 'error' once it is gone."""
+    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 120\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "configs", "-p", "no:cacheprovider"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    tool_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tool_pid is None:
+            tool_pid = records(project.root).get("victim", {}).get("tool_pid")
+            time.sleep(0.05)
+        assert tool_pid is not None, "the victim never started"
+        watchdog = _watchdog_of(proc.pid)
+        assert watchdog is not None, "no watchdog found"
+        os.kill(watchdog, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert alive(tool_pid)
+        assert records(project.root)["victim"]["status"] == "running"
+
+        # The orphan still runs: no second copy, and the failure says what to do.
+        result = project.pytester.runpytest("configs", "-p", "no:cacheprovider", *workers)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*was not started: its run * from an earlier pytest session is still running*",
+                f"*fix: wait for those processes to end, or stop them (kill -- -{tool_pid}*",
+            ]
+        )
+        assert len(project.run_dirs("victim")) == 1, "a second copy was started"
+        assert alive(tool_pid), "the orphan was killed; it should be left to the user"
+        assert records(project.root)["victim"]["status"] == "running"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if tool_pid is not None and alive(tool_pid):
+            os.killpg(tool_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(tool_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    # The orphan is gone: its record is closed, and the experiment runs again.
+    project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 0.1\n")
+    result = project.pytester.runpytest("configs", "-p", "no:cacheprovider", *workers)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*marked 'error': the pytest process running this experiment*"])
+    statuses = sorted(
+        json.loads((run_dir / "xstash.json").read_text())["status"]
+        for run_dir in project.run_dirs("victim")
+    )
+    assert statuses == ["error", "passed"]
+    first = json.loads((project.run_dirs("victim")[0] / "xstash.json").read_text())
+    assert "died without finishing its record" in first["error"]
+    assert first["ended"] >= first["started"]
+
+
+def test_a_recycled_pid_is_not_the_recorded_process() -> None:
+    from xstash_plugin.stale import is_alive, process_identity
+
+    me = process_identity(os.getpid())
+    assert me is not None and is_alive(os.getpid(), me)
+    boot, pid, start = me.split(":")
+    assert not is_alive(os.getpid(), f"{boot}:{pid}:{int(start) + 1}")  # same pid, other process
+    assert not is_alive(os.getpid(), f"another-boot:{pid}:{start}")  # before a reboot
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_identity(child.pid) is None and not is_alive(child.pid, None)

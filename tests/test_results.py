@@ -253,20 +253,20 @@ def test_missing_and_non_numeric_metrics_fail(repo: Project) -> None:
     report = failure_report(result, "odd")
     assert "4 of 5 expectation(s) failed" in report
     assert verdict_rows(report) == [
-        ["name", ">= 0", "abc", "FAIL (not a number)"],
+        ["name", ">= 0", "abc", "FAIL (not a number: a string)"],
         ["acc", ">= 0.9", "0.95", "ok"],
         ["loss", "< 1", "-", "FAIL (missing)"],
-        ["quoted", ">= 0.5", "0.9", "FAIL (not a number)"],  # a string, even if it looks numeric
-        ["flag", "== 1", "True", "FAIL (not a number)"],
+        ["quoted", ">= 0.5", "0.9", "FAIL (not a number: a string)"],  # even if it looks numeric
+        ["flag", "== 1", "True", "FAIL (not a number: a boolean)"],
     ]
     (run_dir,) = repo.run_dirs("odd")
     notes = {v["metric"]: v["note"] for v in read_record(run_dir)["expectations"]}
     assert notes == {
-        "name": "not a number",
+        "name": "not a number: a string",
         "acc": "",
         "loss": "missing",
-        "quoted": "not a number",
-        "flag": "not a number",
+        "quoted": "not a number: a string",
+        "flag": "not a number: a boolean",
     }
 
 
@@ -562,5 +562,5 @@ def test_junit_metric_and_expect_properties(repo: Project) -> None:
         "expect.acc": "FAIL: 0.5 vs >= 0.9",
         "metric.name": "abc",
         "expect.loss": "FAIL (missing): - vs < 1",
-        "expect.name": "FAIL (not a number): abc vs >= 0",
+        "expect.name": "FAIL (not a number: a string): abc vs >= 0",
     }

@@ -48,6 +48,7 @@ from .runs import (
     write_tool_config,
 )
 from .spec import Experiment
+from .stale import process_identity
 from .state import get_state
 from .sweeps import Point, point_labels
 from .yamlio import elide, printable_error
@@ -325,6 +326,8 @@ class ExperimentItem(pytest.Item):
             "python": sys.version.split()[0],
             "launcher": "local",
             "started": time.time(),
+            "worker_pid": os.getpid(),  # who runs it (see stale.py), until the tool starts
+            "worker_identity": process_identity(os.getpid()),
         }
         self._save(run_dir, record)
         try:
@@ -408,8 +411,32 @@ class ExperimentItem(pytest.Item):
         except RunFailed as exc:
             self.presubmit_error = exc
 
+    def _settle_stale(self) -> None:
+        """Runs of this experiment an earlier, dead session left 'running' on this host: close
+        the finished ones; refuse to start a second copy next to one whose tool still runs."""
+        state = get_state(self.config)
+        for stale in state.stale.find(self.config_relpath, self.nodeid):
+            worker = stale.record.get("worker_pid")
+            if not stale.alive:
+                reason = state.stale.close(stale, state.session_id)
+                self.warn(XstashWarning(f"{stale.run_dir}: marked 'error': {reason}"))
+                continue
+            pids = " ".join(map(str, stale.alive))
+            group = stale.record.get("tool_pid")
+            stop = f"kill -- -{group}; kill {pids}" if group in stale.alive else f"kill {pids}"
+            raise RunFailed(
+                f"experiment '{self.name}' ({self.config_relpath}) was not started: its run "
+                f"{stale.run_dir} from an earlier pytest session is still running (that pytest, "
+                f"pid {worker}, died and left it behind; its processes: {pids}); xstash does "
+                "not start a second copy next to it\n"
+                f"fix: wait for those processes to end, or stop them ({stop}); the next "
+                "session then marks that run 'error' and runs the experiment again"
+            )
+
     def runtest(self) -> None:
         state = get_state(self.config)
+        if self.launcher() != "slurm":
+            self._settle_stale()
         if self.slurm_job is None and state.reuse is not None and self._reuse():
             return
         if self.prepared is None and self.launcher() == "slurm":
@@ -427,7 +454,14 @@ class ExperimentItem(pytest.Item):
         def started(pid: int) -> None:
             # Who runs it: a controller that sees this worker die can find the run and its
             # orphaned process group by these.
-            record.update(tool_pid=pid, worker_pid=os.getpid(), session=state.session_id)
+            record.update(
+                tool_pid=pid,
+                tool_identity=process_identity(pid),
+                run_token=request.cookie,
+                worker_pid=os.getpid(),
+                worker_identity=process_identity(os.getpid()),
+                session=state.session_id,
+            )
             self._save(run_dir, record)
             state.watchdog.add(pid, request.cookie, run_dir)  # should pytest die, so does it
             progress.announce(self, request, pid)  # removed when runtest ends

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .durations import format_duration
-from .yamlio import elide
+from .yamlio import elide, printable
 
 REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
 TERMINAL_METRICS = 4
@@ -89,9 +89,10 @@ CELL_LIMIT = 120  # characters of a terminal table cell (longer values are elide
 
 
 def text_table(header: list[str], body: list[list[str]]) -> list[str]:
+    # Cells are data (metric values a tool wrote): nothing in them may act on the terminal.
+    header = [printable(cell) for cell in header]
     body = [
-        [elide(cell.replace("\n", "\\n").replace("\r", "\\r"), CELL_LIMIT) for cell in row]
-        for row in body
+        [elide(printable(cell).replace("\n", "\\n"), CELL_LIMIT) for cell in row] for row in body
     ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return [

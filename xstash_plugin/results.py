@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .yamlio import YamlDoc, elide, load_yaml_file
+from .yamlio import YamlDoc, elide, load_yaml_file, printable
 
 DEFAULT_METRICS = "metrics.json"
 _OPS = (">=", "<=", "==", "!=", ">", "<")
@@ -320,7 +320,9 @@ def judge(expectations: list[Expectation], metrics: dict[str, Any]) -> list[Verd
         shown = safe_value(value)
         number = _number(value) if not isinstance(value, str) else None
         if number is None:
-            verdicts.append(Verdict(exp.metric, exp.describe(), shown, False, "not a number"))
+            kind = {bool: "a boolean", str: "a string", type(None): "null"}.get(type(value))
+            note = f"not a number: {kind}" if kind else "not a number"
+            verdicts.append(Verdict(exp.metric, exp.describe(), shown, False, note))
             continue
         if not math.isfinite(number):  # NaN, Infinity, 1e400: no bound can hold them
             verdicts.append(
@@ -341,9 +343,9 @@ def verdict_table(verdicts: list[Verdict]) -> str:
         )
         rows.append(
             (
-                v.metric,
+                printable(v.metric),
                 v.expected,
-                measured,
+                elide(printable(measured), 120),
                 "ok" if v.ok else f"FAIL ({v.note})" if v.note else "FAIL",
             )
         )

@@ -19,6 +19,7 @@ from .launchers.preload import PreloadPool
 from .registry import META_NAME, Registry, load_registry
 from .reuse import ReuseIndex, SubmittedIndex
 from .spec import Experiment, load_experiment
+from .stale import StaleRuns
 from .sweeps import Point
 from .watchdog import Watchdog
 
@@ -62,10 +63,12 @@ class State:
     parsed: dict[Path, Experiment | XstashError] = field(default_factory=dict)
     preload: PreloadPool = field(default_factory=PreloadPool)  # tools with preload: true
     watchdog: Watchdog = field(init=False)  # kills this process's tools should it be killed
+    stale: StaleRuns = field(init=False)  # runs earlier sessions left 'running'
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)
         self.watchdog = Watchdog(self.output_root / ".xstash" / "watchdog", self.grace)
+        self.stale = StaleRuns(self.output_root)
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""

@@ -115,7 +115,16 @@ def elide(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     keep = max(limit // 2 - 12, 4)
-    return f"{text[:keep]}...{text[-keep:]} ({len(text):,} chars)"
+    total = f"{len(text):,}"
+    already = _ELIDED.search(text)
+    if (
+        already and "..." in text[: already.start()]
+    ):  # elided before (a record's value, shown in a table): keep the true length
+        text, total = text[: already.start()], already[1]
+    return f"{text[:keep]}...{text[-keep:]} ({total} chars)"
+
+
+_ELIDED = re.compile(r" \(([0-9,]+) chars\)$")
 
 
 def printable(text: str) -> str:
