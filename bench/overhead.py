@@ -51,7 +51,7 @@ from _common import (
     write,
 )
 
-from xstash_plugin.command import hydra_quote
+from xstash_plugin.config.overrides import hydra_quote
 
 GOALS = {1: 1.05, 2: 1.10}
 

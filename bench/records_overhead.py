@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xstash_plugin.envs import find_uv, uv_environ
+from xstash_plugin.run.envs import find_uv, uv_environ
 
 TOOL = """\
 import json, os

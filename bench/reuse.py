@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xstash_plugin.keys import tree_digest_git, tree_digest_plain
+from xstash_plugin.run.provenance import tree_digest_git, tree_digest_plain
 
 TOOL = """\
 import json, os, sys

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import COLORLOG_PIN, HYDRA_PIN, Project
 
-from xstash_plugin.envs import find_uv, uv_environ
+from xstash_plugin.run.envs import find_uv, uv_environ
 
 pytest_plugins = ["pytester"]
 

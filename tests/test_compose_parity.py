@@ -17,14 +17,14 @@ import pytest
 from helpers import Project
 from test_compose import CASES, EXPERIMENT
 
-from xstash_plugin.command import overrides_for
-from xstash_plugin.compose import ComposeService, Run
-from xstash_plugin.envs import EnvManager
+from xstash_plugin.config.compose import ComposeService, Run
+from xstash_plugin.config.experiment import load_experiment
+from xstash_plugin.config.overrides import overrides_for
+from xstash_plugin.config.registry import load_registry
+from xstash_plugin.config.sweeps import point_labels
 from xstash_plugin.errors import XstashError
-from xstash_plugin.registry import load_registry
-from xstash_plugin.runs import CONFIG_NAME
-from xstash_plugin.spec import load_experiment
-from xstash_plugin.sweeps import point_labels
+from xstash_plugin.run.envs import EnvManager
+from xstash_plugin.run.rundir import CONFIG_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 

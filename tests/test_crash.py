@@ -282,7 +282,7 @@ def test_a_run_left_running_by_a_dead_session_is_settled_by_the_next(
 
 
 def test_a_recycled_pid_is_not_the_recorded_process() -> None:
-    from xstash_plugin.stale import is_alive, process_identity
+    from xstash_plugin.run.stale import is_alive, process_identity
 
     me = process_identity(os.getpid())
     assert me is not None and is_alive(os.getpid(), me)

@@ -152,7 +152,7 @@ def test_xstash_never_writes_its_own_files_through_a_link(tmp_path: Path) -> Non
     """Every file xstash writes under its output root (records, logs, verdicts, durations,
     progress, the watchdog's list) goes through these: a link planted in its place is an
     error, and its target is untouched."""
-    from xstash_plugin.runs import open_own_file, write_own_file
+    from xstash_plugin.fsutil import open_own_file, write_own_file
 
     target = tmp_path / "precious"
     target.write_text("keep")

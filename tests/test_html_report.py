@@ -24,7 +24,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from xstash_plugin.html_report import (
+from xstash_plugin.config.expectations import Expectation
+from xstash_plugin.report.html import (
     is_log_axis,
     link_target,
     log_ticks,
@@ -32,8 +33,7 @@ from xstash_plugin.html_report import (
     parse_band,
     render_html,
 )
-from xstash_plugin.report import REPORT_SUFFIXES, render
-from xstash_plugin.results import Expectation
+from xstash_plugin.report.rows import REPORT_SUFFIXES, render
 
 # accuracy grows with log10(lr) and with the model size; 'crash: true' exits 3 without metrics.
 SWEEP_TOOL = """\

@@ -54,7 +54,8 @@ def test_hydra_stays_out_of_the_orchestrator() -> None:
     requirements = importlib.metadata.requires("xstash") or []
     assert not [r for r in requirements if r.lower().startswith(("hydra", "hydra-core"))]
     probe = (
-        "import sys, xstash_plugin.plugin, xstash_plugin.items, xstash_plugin.launchers.preload;"
+        "import sys, xstash_plugin.plugin, xstash_plugin.run.items,"
+        " xstash_plugin.launchers.preload;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'antlr4')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import Project
 
-from xstash_plugin.progress import TAIL_BYTES, clean, last_line, short
+from xstash_plugin.report.progress import TAIL_BYTES, clean, last_line, short
 
 # Plain Python (the orchestrator's reaction is under test): a line on stdout, then a coloured
 # progress bar redrawn with carriage returns on stderr, then a last line on stdout (~2 s).

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 import pytest
 from test_html_report import EXPERIMENTS, FAILING, SweepRun, run_sweep
 
-from xstash_plugin.html_columns import metrics_cell, time_cell
+from xstash_plugin.report.columns import metrics_cell, time_cell
 
 if os.environ.get("CI"):
     import pytest_html  # noqa: F401  (CI installs the dev extras: a missing one is a failure)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import Project
 
-from xstash_plugin.durations import format_duration, parse_duration
-from xstash_plugin.registry import Registry, load_registry
+from xstash_plugin.config.durations import format_duration, parse_duration
+from xstash_plugin.config.registry import Registry, load_registry
 
 PLAIN_MAIN = "print('ran')\n"
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xstash_plugin.report import render
+from xstash_plugin.report.rows import render
 
 ROW: dict[str, Any] = {
     "id": "configs/a.yaml::a",

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from .errors import ConfigError, ConfigErrors, EnvError
-from .registry import META_NAME, Registry, load_registry
-from .suggest import did_you_mean
-from .yamlio import load_yaml_file, printable, quote
+from xstash_plugin.config.registry import META_NAME, Registry, load_registry
+from xstash_plugin.config.suggest import did_you_mean
+from xstash_plugin.config.yamlio import load_yaml_file, printable, quote
+from xstash_plugin.errors import ConfigError, ConfigErrors, EnvError
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -207,7 +207,7 @@ def collect(root: Path, target: str = "configs") -> _Recorder:
 
 
 def _check_tool_env(registry: Registry, name: str, root: Path) -> list[str]:
-    from .envs import EnvManager
+    from xstash_plugin.run.envs import EnvManager
 
     tool = registry.tools[name]
     manager = EnvManager(root / "outputs" / ".xstash", uuid.uuid4().hex)

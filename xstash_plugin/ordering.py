@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .runs import write_own_file
+from xstash_plugin.fsutil import write_own_file
 
 ORDER_HELP = (
     "the order experiments start in: 'longest' (default) runs those with the longest "

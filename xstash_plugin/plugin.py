@@ -12,18 +12,19 @@ from typing import Any
 
 import pytest
 
-from . import masking
-from .command import override_value
-from .compose import COMPOSE_HELP
-from .durations import parse_duration
-from .errors import XstashError
-from .items import ExperimentFile, ExperimentItem
-from .masking import SECRET_ENV_HELP
-from .ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
-from .progress import addoption as progress_addoption
-from .progress import setup as progress_setup
-from .registry import META_NAME
-from .report import (
+from xstash_plugin import masking
+from xstash_plugin.config.compose import COMPOSE_HELP
+from xstash_plugin.config.durations import parse_duration
+from xstash_plugin.config.overrides import override_value
+from xstash_plugin.config.registry import META_NAME
+from xstash_plugin.config.sweeps import KEY_HELP, OVERRIDE_KEY
+from xstash_plugin.config.yamlio import parse_yaml
+from xstash_plugin.errors import XstashError
+from xstash_plugin.masking import SECRET_ENV_HELP
+from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
+from xstash_plugin.report.progress import addoption as progress_addoption
+from xstash_plugin.report.progress import setup as progress_setup
+from xstash_plugin.report.rows import (
     REPORT_SUFFIXES,
     TERMINAL_METRICS,
     render,
@@ -31,8 +32,9 @@ from .report import (
     table_rows,
     text_table,
 )
-from .runs import read_record, recover_crashed_run
-from .state import (
+from xstash_plugin.run.items import ExperimentFile, ExperimentItem
+from xstash_plugin.run.rundir import read_record, recover_crashed_run
+from xstash_plugin.session import (
     OUTPUT_ROOT_HELP,
     REUSE_HELP,
     STATE_KEY,
@@ -40,8 +42,6 @@ from .state import (
     get_state,
     make_state,
 )
-from .sweeps import KEY_HELP, OVERRIDE_KEY
-from .yamlio import parse_yaml
 
 OVERRIDE_HELP = (
     "a Hydra override applied to every selected experiment (repeatable), e.g. "
@@ -163,7 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
     progress_setup(config, state)  # live progress of running experiments
     if config.pluginmanager.hasplugin("html"):  # pytest-html: columns for experiments
-        from .html_columns import HtmlColumns
+        from xstash_plugin.report.columns import HtmlColumns
 
         config.pluginmanager.register(HtmlColumns(config), "xstash-html")
 
@@ -238,7 +238,7 @@ class XdistHooks:
         experiments to different workers instead of xdist's consecutive first chunks."""
         if config.getoption("dist", "no") != "load" or _order(config) != "longest":
             return None
-        from .scheduling import LongestFirstScheduling
+        from xstash_plugin.scheduling import LongestFirstScheduling
 
         return LongestFirstScheduling(config, log)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from .preload import PreloadedProcess, PreloadLost, PreloadServer
+from xstash_plugin.launchers.preload import PreloadedProcess, PreloadLost, PreloadServer
 
 # Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
 # Ctrl-C (execnet interrupts it after 5 s): the tool's grace period must end well before that.

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..hydra_entry import is_main_guard
-from ..runs import open_own_file
+from xstash_plugin.config.hydra_entry import is_main_guard
+from xstash_plugin.fsutil import open_own_file
 
 SERVER_SOURCE = (Path(__file__).with_name("preload_server.py")).read_text(encoding="utf-8")
 # How long a tool may take to import before we give up on preloading it (and run it plainly).

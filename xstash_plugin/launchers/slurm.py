@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .local import RunRequest
+from xstash_plugin.launchers.local import RunRequest
 
 FINAL_STATES = {
     "COMPLETED",

@@ -18,8 +18,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .runs import dependency_hash, git_output
-
 SKIP_DIRS = {
     ".venv",
     "venv",
@@ -127,3 +125,62 @@ class KeyMaker:
             default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+DEPENDENCY_FILES = ("pyproject.toml", "requirements.txt", "uv.lock")
+
+
+def dependency_hash(tool_dir: Path) -> str | None:
+    """Hash of the tool's dependency spec and local lock, if any (None when it has none)."""
+    digest = hashlib.sha256()
+    found = False
+    for name in DEPENDENCY_FILES:
+        path = tool_dir / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16] if found else None
+
+
+def git_output(folder: Path, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output, or None when git fails (no repository, no git)."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """The commit of the repository holding ``folder`` and whether ``folder`` has changes."""
+
+    def git(*args: str) -> str | None:
+        out = git_output(folder, *args)
+        return None if out is None else out.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def python_version_of(python: str) -> str | None:
+    """A venv interpreter's version from its pyvenv.cfg, without starting it."""
+    cfg = Path(python).parent.parent / "pyvenv.cfg"
+    try:
+        for line in cfg.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                return value.strip()
+    except OSError:
+        return None
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runs import RECORD_NAME, read_record
+from xstash_plugin.run.rundir import RECORD_NAME, read_record
 
 
 class ReuseIndex:

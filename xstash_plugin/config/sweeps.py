@@ -16,8 +16,8 @@ import json
 import re
 from typing import Any
 
-from .errors import ConfigError
-from .yamlio import YamlDoc
+from xstash_plugin.config.yamlio import YamlDoc
+from xstash_plugin.errors import ConfigError
 
 Point = tuple[tuple[str, Any], ...]
 

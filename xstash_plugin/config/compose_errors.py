@@ -7,13 +7,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .spec import Experiment
-from .suggest import did_you_mean
-from .yamlio import YamlDoc, load_yaml_file
+from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.suggest import did_you_mean
+from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file
+from xstash_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .compose import Pending, Run
+    from xstash_plugin.config.compose import Pending, Run
 
 
 def judge(experiment: Experiment, pending: list[Pending]) -> list[ConfigError]:

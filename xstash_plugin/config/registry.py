@@ -14,11 +14,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .hydra_entry import HydraMain, read_hydra_main
-from .resources import check_launcher, check_resources
-from .suggest import did_you_mean
-from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
+from xstash_plugin.config.hydra_entry import HydraMain, read_hydra_main
+from xstash_plugin.config.resources import check_launcher, check_resources
+from xstash_plugin.config.suggest import did_you_mean
+from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file, printable_error, quote
+from xstash_plugin.errors import ConfigError
 
 META_NAME = "meta.yaml"
 TOOL_KEYS = {

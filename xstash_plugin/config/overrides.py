@@ -6,14 +6,13 @@ import math
 import re
 import shlex
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .runs import CONFIG_NAME
-from .spec import Experiment
-from .yamlio import elide
+from xstash_plugin.config.yamlio import elide
 
 _PLAIN = re.compile(r"[A-Za-z0-9_/.\-+:@%~]+")
+
+
 _DICT_KEY = re.compile(r"[A-Za-z_][\w-]*")
 
 
@@ -89,29 +88,3 @@ def overrides_for(pairs: Sequence[tuple[str, Any]]) -> list[str]:
         merged.pop(key, None)
         merged[key] = value
     return [f"{key}={override_value(value)}" for key, value in merged.items()]
-
-
-def build_argv(
-    python: str,
-    experiment: Experiment,
-    config_dir: Path,
-    run_dir: Path,
-    overrides: Sequence[str] = (),
-) -> tuple[str, ...]:
-    """``<python> <entrypoint> --config-dir .. --config-name .. hydra.run.dir=.. <overrides>``."""
-    searchpath = [f"file://{experiment.folder}"]
-    hydra_block: Any = experiment.payload.get("hydra")
-    if isinstance(hydra_block, dict) and isinstance(hydra_block.get("searchpath"), list):
-        searchpath += [str(p) for p in hydra_block["searchpath"]]
-    return (
-        python,
-        *experiment.tool.entrypoint,
-        "--config-dir",
-        str(config_dir),
-        "--config-name",
-        CONFIG_NAME,
-        f"hydra.run.dir={hydra_quote(str(run_dir))}",
-        f"hydra.job.name={experiment.name}",
-        "hydra.searchpath=[" + ",".join(hydra_quote(p) for p in searchpath) + "]",
-        *overrides,
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .durations import DURATION_HELP, parse_duration
+from xstash_plugin.config.durations import DURATION_HELP, parse_duration
 
 LAUNCHERS = ("local", "slurm")
 RESOURCE_KEYS = {
@@ -67,7 +67,7 @@ def check_resources(value: Any) -> dict[str, Any]:
     for key, raw in value.items():
         key = str(key)
         if key not in RESOURCE_KEYS:
-            from .suggest import did_you_mean
+            from xstash_plugin.config.suggest import did_you_mean
 
             raise ResourceError(
                 f"unknown resource '{key}'.{did_you_mean(key, RESOURCE_KEYS)} "

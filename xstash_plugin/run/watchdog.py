@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from .runs import open_own_file
+from xstash_plugin.fsutil import open_own_file
 
 # Runs as `python -c`: the standard library only.
 WATCHDOG_SOURCE = r"""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runs import RECORD_NAME, read_record, write_record
+from xstash_plugin.run.rundir import RECORD_NAME, read_record, write_record
 
 
 def _boot_id() -> str:

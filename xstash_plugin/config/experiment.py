@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .durations import DURATION_HELP, parse_duration
-from .errors import ConfigError, ConfigErrors
-from .registry import RESERVED_TAGS, Registry, Tool
-from .resources import ResourceError, check_launcher, check_resources
-from .results import Expectation, parse_expectations
-from .suggest import did_you_mean
-from .sweeps import Point, parse_sweep
-from .yamlio import YamlDoc, load_yaml_file, printable_error, quote
+from xstash_plugin.config.durations import DURATION_HELP, parse_duration
+from xstash_plugin.config.expectations import Expectation, parse_expectations
+from xstash_plugin.config.registry import RESERVED_TAGS, Registry, Tool
+from xstash_plugin.config.resources import ResourceError, check_launcher, check_resources
+from xstash_plugin.config.suggest import did_you_mean
+from xstash_plugin.config.sweeps import Point, parse_sweep
+from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file, printable_error, quote
+from xstash_plugin.errors import ConfigError, ConfigErrors
 
 # Orchestrator fields: never part of the tool's config.
 ORCHESTRATOR_KEYS = ("tool", "experiment", "description", "tags", "estimated_runtime", "xstash")
@@ -399,7 +399,7 @@ def _check_metrics_file(doc: YamlDoc, value: Any, errors: list[ConfigError]) -> 
 
 
 def _check_points(doc: YamlDoc, block: Any, errors: list[ConfigError]) -> tuple[Point, ...]:
-    from .command import override_value
+    from xstash_plugin.config.overrides import override_value
 
     points, problems = parse_sweep(block, doc)
     errors.extend(problems)

@@ -30,21 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .command import build_argv
-from .compose_errors import judge
-from .envs import EnvManager, tool_environ
-from .errors import ConfigError, EnvError
-from .launchers.preload import server_key
-from .registry import Tool
-from .runs import (
-    CONFIG_NAME,
-    content_key,
-    dependency_hash,
-    open_own_file,
-    write_own_file,
-    write_tool_config,
-)
-from .spec import Experiment
+from xstash_plugin.config.compose_errors import judge
+from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.registry import Tool
+from xstash_plugin.errors import ConfigError, EnvError
+from xstash_plugin.fsutil import open_own_file, write_own_file
+from xstash_plugin.launchers.preload import server_key
+from xstash_plugin.run.command import build_argv
+from xstash_plugin.run.envs import EnvManager, tool_environ
+from xstash_plugin.run.provenance import dependency_hash
+from xstash_plugin.run.rundir import CONFIG_NAME, content_key, write_tool_config
 
 COMPOSE_HELP = (
     "on (default): each tool composes each collected experiment and sweep point at collection "

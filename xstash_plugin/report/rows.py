@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .durations import format_duration
-from .yamlio import elide, printable
+from xstash_plugin.config.durations import format_duration
+from xstash_plugin.config.yamlio import elide, printable
 
 REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
 TERMINAL_METRICS = 4
@@ -154,7 +154,7 @@ def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
 def render(path: Path, rows: list[dict[str, Any]]) -> str:
     """The report for ``rows`` in the format given by ``path``'s suffix."""
     if path.suffix in (".html", ".htm"):
-        from .html_report import render_html  # imports this module
+        from xstash_plugin.report.html import render_html
 
         return render_html(path, rows)
     fields, flat = _flat_records(rows)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from .durations import format_duration
-from .html_report import is_number, link_target, metric_value, verdict_of
-from .report import TERMINAL_METRICS, fmt, metric_columns
+from xstash_plugin.config.durations import format_duration
+from xstash_plugin.report.html import is_number, link_target, metric_value, verdict_of
+from xstash_plugin.report.rows import TERMINAL_METRICS, fmt, metric_columns
 
 HEADER = (
     '<th class="sortable" data-column-type="xstashTool">Tool</th>',

@@ -9,13 +9,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .masking import mask_data
-from .yamlio import dump_yaml
+from xstash_plugin.config.yamlio import dump_yaml
+from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.masking import mask_data
 
 RECORD_NAME = "xstash.json"
+
+
 CONFIG_DIR = "xstash_config"
+
+
 CONFIG_NAME = "xstash_experiment"
 
 
@@ -51,22 +56,6 @@ def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
     raise OSError(f"could not create a unique run directory under {parent}")
 
 
-def open_own_file(path: Path, append: bool = False, binary: bool = False) -> IO[Any]:
-    """Open one of xstash's own files for writing (or appending), never through a symbolic link
-    someone planted there (OSError 'Too many levels of symbolic links' instead)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o644)
-    if binary:
-        return os.fdopen(fd, "ab" if append else "wb")
-    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
-
-
-def write_own_file(path: Path, text: str, append: bool = False) -> None:
-    """Write (or append to) one of xstash's own files (see :func:`open_own_file`)."""
-    with open_own_file(path, append) as handle:
-        handle.write(text)
-
-
 def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
     """Write the tool's view of the config where Hydra will find it; returns its folder."""
     folder = run_dir / CONFIG_DIR
@@ -88,85 +77,6 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
 def read_record(run_dir: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((run_dir / RECORD_NAME).read_text(encoding="utf-8"))
     return data
-
-
-def tail_lines(path: Path, count: int, max_bytes: int = 256 * 1024) -> tuple[list[str], bool]:
-    """The last ``count`` lines of ``path`` reading at most ``max_bytes``; and whether cut."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            if size > max_bytes:
-                handle.seek(size - max_bytes)
-            data = handle.read()
-    except OSError:
-        return [], False
-    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if size > max_bytes and lines:
-        lines = lines[1:]  # the first one is probably a partial line
-    cut = size > max_bytes or len(lines) > count
-    return lines[-count:], cut
-
-
-DEPENDENCY_FILES = ("pyproject.toml", "requirements.txt", "uv.lock")
-
-
-def dependency_hash(tool_dir: Path) -> str | None:
-    """Hash of the tool's dependency spec and local lock, if any (None when it has none)."""
-    digest = hashlib.sha256()
-    found = False
-    for name in DEPENDENCY_FILES:
-        path = tool_dir / name
-        if path.is_file():
-            found = True
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16] if found else None
-
-
-def git_output(folder: Path, *args: str) -> str | None:
-    """``git -C folder ARGS``'s output, or None when git fails (no repository, no git)."""
-    import subprocess
-
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(folder), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def git_state(folder: Path) -> dict[str, Any]:
-    """The commit of the repository holding ``folder`` and whether ``folder`` has changes."""
-
-    def git(*args: str) -> str | None:
-        out = git_output(folder, *args)
-        return None if out is None else out.strip()
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def python_version_of(python: str) -> str | None:
-    """A venv interpreter's version from its pyvenv.cfg, without starting it."""
-    cfg = Path(python).parent.parent / "pyvenv.cfg"
-    try:
-        for line in cfg.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() in ("version", "version_info"):
-                return value.strip()
-    except OSError:
-        return None
-    return None
 
 
 def recover_crashed_run(output_root: Path, nodeid: str, session: str, reason: str) -> list[Path]:

@@ -20,9 +20,10 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .errors import EnvError
-from .registry import Tool
-from .runs import dependency_hash, write_own_file
+from xstash_plugin.config.registry import Tool
+from xstash_plugin.errors import EnvError
+from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.run.provenance import dependency_hash
 
 SYNC_LOG = "sync.log"
 

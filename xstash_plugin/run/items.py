@@ -15,19 +15,24 @@ from typing import Any
 
 import pytest
 
-from . import progress
-from .command import build_argv, display_command
-from .compose import Run
-from .durations import format_duration
-from .envs import tool_environ, uv_version
-from .errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
-from .launchers.local import COOKIE_VAR, RunRequest, RunResult, run_local
-from .launchers.preload import PreloadLost, PreloadUnavailable, server_key
-from .launchers.slurm import SlurmJob
-from .launchers.slurm import attach as attach_slurm
-from .launchers.slurm import submit as submit_slurm
-from .report import flatten, fmt
-from .results import (
+from xstash_plugin.config.compose import Run
+from xstash_plugin.config.durations import format_duration
+from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.overrides import display_command
+from xstash_plugin.config.sweeps import Point, point_labels
+from xstash_plugin.config.yamlio import elide, printable_error
+from xstash_plugin.errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
+from xstash_plugin.fsutil import tail_lines
+from xstash_plugin.launchers.local import COOKIE_VAR, RunRequest, RunResult, run_local
+from xstash_plugin.launchers.preload import PreloadLost, PreloadUnavailable, server_key
+from xstash_plugin.launchers.slurm import SlurmJob
+from xstash_plugin.launchers.slurm import attach as attach_slurm
+from xstash_plugin.launchers.slurm import submit as submit_slurm
+from xstash_plugin.report import progress
+from xstash_plugin.report.rows import flatten, fmt
+from xstash_plugin.run.command import build_argv
+from xstash_plugin.run.envs import tool_environ, uv_version
+from xstash_plugin.run.judge import (
     DEFAULT_METRICS,
     MetricsError,
     Verdict,
@@ -36,22 +41,16 @@ from .results import (
     read_metrics,
     verdict_table,
 )
-from .runs import (
+from xstash_plugin.run.provenance import dependency_hash, git_state, python_version_of
+from xstash_plugin.run.rundir import (
     content_key,
-    dependency_hash,
-    git_state,
     new_run_dir,
-    python_version_of,
     read_record,
-    tail_lines,
     write_record,
     write_tool_config,
 )
-from .spec import Experiment
-from .stale import process_identity
-from .state import get_state
-from .sweeps import Point, point_labels
-from .yamlio import elide, printable_error
+from xstash_plugin.run.stale import process_identity
+from xstash_plugin.session import get_state
 
 STDERR_TAIL = 40
 SECTION_TAIL = 200

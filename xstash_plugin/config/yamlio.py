@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from xstash_plugin.errors import ConfigError
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C loader if built
 

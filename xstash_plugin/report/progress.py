@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .durations import parse_duration
-from .masking import mask
-from .runs import write_own_file
+from xstash_plugin.config.durations import parse_duration
+from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.masking import mask
 
 if TYPE_CHECKING:
-    from .items import ExperimentItem
-    from .launchers.local import RunRequest
-    from .state import State
+    from xstash_plugin.launchers.local import RunRequest
+    from xstash_plugin.run.items import ExperimentItem
+    from xstash_plugin.session import State
 
 MODES = ("auto", "tty", "plain", "off")
 PROGRESS_HELP = (

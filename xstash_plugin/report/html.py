@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .durations import format_duration
-from .report import CELL_LIMIT, flatten, fmt, metric_columns, sweep_columns
-from .yamlio import elide
+from xstash_plugin.config.durations import format_duration
+from xstash_plugin.config.yamlio import elide
+from xstash_plugin.report.rows import CELL_LIMIT, flatten, fmt, metric_columns, sweep_columns
 
 RUN_FILES = (("stdout", "stdout.log"), ("stderr", "stderr.log"), ("record", "xstash.json"))
 PASSING = ("passed", "reused")

@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
-from .command import overrides_for
-from .compose import ComposeService, parse_compose_setting
-from .envs import EnvManager
-from .errors import ConfigError, ConfigErrors, XstashError
-from .keys import KeyMaker
-from .launchers.local import GRACE_SECONDS
-from .launchers.preload import PreloadPool
-from .registry import META_NAME, Registry, load_registry
-from .reuse import ReuseIndex, SubmittedIndex
-from .spec import Experiment, load_experiment
-from .stale import StaleRuns
-from .sweeps import Point
-from .watchdog import Watchdog
+from xstash_plugin.config.compose import ComposeService, parse_compose_setting
+from xstash_plugin.config.experiment import Experiment, load_experiment
+from xstash_plugin.config.overrides import overrides_for
+from xstash_plugin.config.registry import META_NAME, Registry, load_registry
+from xstash_plugin.config.sweeps import Point
+from xstash_plugin.errors import ConfigError, ConfigErrors, XstashError
+from xstash_plugin.launchers.local import GRACE_SECONDS
+from xstash_plugin.launchers.preload import PreloadPool
+from xstash_plugin.run.envs import EnvManager
+from xstash_plugin.run.provenance import KeyMaker
+from xstash_plugin.run.reuse import ReuseIndex, SubmittedIndex
+from xstash_plugin.run.stale import StaleRuns
+from xstash_plugin.run.watchdog import Watchdog
 
 REUSE_HELP = (
     "do not run an experiment again when a passed run with the same run key (tool code, "
