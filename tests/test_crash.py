@@ -62,7 +62,7 @@ def test_killed_worker_loses_only_its_experiment(project: Project) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             victim = records(project.root).get("victim", {})
-            if "worker_pid" in victim:
+            if "tool_pid" in victim:  # (worker_pid is there before the tool starts)
                 tool_pid = victim["tool_pid"]
                 os.kill(victim["worker_pid"], signal.SIGKILL)
                 break
