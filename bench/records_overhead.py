@@ -51,11 +51,12 @@ with open(os.path.join(run_dir.strip("'"), "metrics.json"), "w") as f:
 BARE_CONFTEST = """\
 import os
 if os.environ.get("XSTASH_BENCH_BARE"):
-    import xstash_plugin.items as items
     import xstash_plugin.plugin as plugin
-    items.write_record = lambda run_dir, record: None
-    items.ExperimentItem._provenance = lambda self, python: {}
-    items.ExperimentItem._judge = lambda self, run_dir: (None, [], None)
+    import xstash_plugin.run.record as record
+    import xstash_plugin.run.run as run
+    record.RunRecord.save = lambda self, run_dir: None
+    run.Run._provenance = lambda self, python: {}
+    run.Run.judge = lambda self, run_dir: (None, [], None)
     plugin.Results.pytest_runtest_logreport = lambda self, report: None
 """
 

@@ -6,6 +6,7 @@ orchestrator's own reaction to a misbehaving tool (then a small plain script is 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,34 @@ def launch_mode(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def project(pytester: pytest.Pytester, launch_mode: str) -> Iterator[Project]:
     yield Project(pytester, preload=launch_mode == "preload")
+
+
+SKIP_IN_RECORD_SCAN = {".venv", ".xstash", ".git", "node_modules", "__pycache__"}
+
+
+@pytest.fixture(autouse=True)
+def records_match_their_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every run record a test's pytester repository ends up with validates against the JSON
+    Schema shipped in the package (xstash_plugin/run/record.schema.json)."""
+    if "pytester" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("pytester").path  # (set up now: torn down after this)
+    yield
+    import jsonschema
+
+    from xstash_plugin.run.record import SCHEMA_PATH
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_IN_RECORD_SCAN]
+        if "xstash.json" in files:
+            path = Path(folder) / "xstash.json"
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue  # a test that writes a broken record on purpose
+            if not isinstance(data, dict):
+                continue  # (another kind of broken record, planted on purpose)
+            errors = sorted(validator.iter_errors(data), key=str)
+            assert not errors, f"{path} does not match the record schema: {errors[0].message}"

@@ -31,6 +31,50 @@ if __name__ == "__main__":
     main()
 """
 
+# A real Hydra tool: writes cfg.metrics to metrics.json in Hydra's output dir, prints "tool
+# done", then exits with cfg.code, or kills itself with cfg.signal (a signal's name).
+METRICS_EXIT_TOOL = """\
+import json, os, signal, sys
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg):
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    if "metrics" in conf:
+        out = HydraConfig.get().runtime.output_dir
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(conf["metrics"], f)
+    print("tool done", flush=True)
+    if "signal" in conf:
+        os.kill(os.getpid(), getattr(signal, conf["signal"]))
+    sys.exit(int(conf.get("code", 0)))
+
+if __name__ == "__main__":
+    main()
+"""
+
+# The start of a plain-Python tool (no Hydra, for tests of the orchestrator's own reactions):
+# ``run_dir`` from the hydra.run.dir override, ``config`` the text of the config xstash wrote
+# there (read values with a regex, e.g. ``sleep: ([0-9.]+)``). Tools add their own imports.
+PLAIN_TOOL_HEAD = """\
+import os, re, sys
+args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
+run_dir = args["hydra.run.dir"].strip("'")
+config = open(os.path.join(run_dir, "xstash_config", "xstash_experiment.yaml")).read()
+"""
+
+# Plain Python: sleeps its config's 'sleep' seconds, then prints "slept".
+CONFIG_SLEEPER = (
+    PLAIN_TOOL_HEAD
+    + """\
+import time
+time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
+print("slept")
+"""
+)
+
 
 # A tool shaped like a real public Hydra app (see tools/toy-classifier): module-style entry,
 # primary config with config groups whose options are instantiated from `_target_`, colorlog.
@@ -343,3 +387,17 @@ def failures_section(result: pytest.RunResult) -> str:
     end = re.search(r"=+ (short test summary info|xstash results|warnings summary) =+", text)
     end_at = end.start() if end and end.start() > start.end() else len(text)
     return text[start.end() : end_at]
+
+
+def error_messages(result: pytest.RunResult, config: str) -> list[tuple[int, str, str]]:
+    """(line, what, fix) of every message in the 'ERROR collecting configs/<config>' section."""
+    out = result.stdout.str()
+    header = re.search(rf"^_+ ERROR collecting configs/{re.escape(config)} _+$", out, re.M)
+    assert header, f"no collection error for configs/{config} in:\n{out}"
+    rest = out[header.end() :]
+    end = re.search(r"^(_{3,} |={3,} )", rest, re.M)
+    section = rest[: end.start()] if end else rest
+    message = re.compile(
+        rf"^\S*/configs/{re.escape(config)}:(\d+): (.*)\n  fix: (.*(?:\n  .*)*)", re.M
+    )
+    return [(int(m[1]), m[2], m[3]) for m in message.finditer(section)]

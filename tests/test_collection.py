@@ -7,10 +7,8 @@ the few that run an experiment use a real Hydra tool on the session's hydra pyth
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from helpers import Project
+from helpers import Project, error_messages
 
 # A tool that is never started by collection-only tests (and is cheap when it is).
 PLAIN_MAIN = "print('ran')\n"
@@ -37,20 +35,6 @@ def collect(project: Project, *args: str) -> pytest.RunResult:
 def collected(result: pytest.RunResult) -> list[str]:
     """The node ids ``--collect-only -q`` listed."""
     return [line for line in result.outlines if "::" in line and " " not in line]
-
-
-def error_messages(result: pytest.RunResult, config: str) -> list[tuple[int, str, str]]:
-    """(line, what, fix) of every message in the 'ERROR collecting configs/<config>' section."""
-    out = result.stdout.str()
-    header = re.search(rf"^_+ ERROR collecting configs/{re.escape(config)} _+$", out, re.M)
-    assert header, f"no collection error for configs/{config} in:\n{out}"
-    rest = out[header.end() :]
-    end = re.search(r"^(_{3,} |={3,} )", rest, re.M)
-    section = rest[: end.start()] if end else rest
-    message = re.compile(
-        rf"^\S*/configs/{re.escape(config)}:(\d+): (.*)\n  fix: (.*(?:\n  .*)*)", re.M
-    )
-    return [(int(m[1]), m[2], m[3]) for m in message.finditer(section)]
 
 
 def assert_rejected(

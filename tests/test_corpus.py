@@ -28,8 +28,8 @@ import pytest
 import yaml
 from helpers import HYDRA_MAIN, Project
 
-from xstash_plugin.config.experiment import MAX_INTERPOLATIONS
-from xstash_plugin.config.yamlio import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
+from xstash_plugin.config.interpolations import MAX_INTERPOLATIONS
+from xstash_plugin.config.yamllimits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -9,19 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Project
+from helpers import PLAIN_TOOL_HEAD, Project
 
 # Plain Python: prints N KiB to stdout (N from its config), so a tiny disk fills up.
-WRITER = """\
-import re, sys
-args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
-run_dir = args["hydra.run.dir"].strip("'")
-config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
+WRITER = (
+    PLAIN_TOOL_HEAD
+    + """\
 kib = int(re.search(r"kib: ([0-9]+)", config).group(1))
 for _ in range(kib):
     sys.stdout.write("x" * 1023 + "\\n")
 print("written")
 """
+)
 
 
 @pytest.fixture

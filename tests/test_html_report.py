@@ -25,15 +25,12 @@ from urllib.parse import unquote
 import pytest
 
 from xstash_plugin.config.expectations import Expectation
-from xstash_plugin.report.html import (
-    is_log_axis,
-    link_target,
-    log_ticks,
-    nice_ticks,
-    parse_band,
-    render_html,
-)
-from xstash_plugin.report.rows import REPORT_SUFFIXES, render
+from xstash_plugin.report.axes import is_log_axis, log_ticks, nice_ticks
+from xstash_plugin.report.files import render
+from xstash_plugin.report.html import link_target, render_html
+from xstash_plugin.report.rows import REPORT_SUFFIXES
+from xstash_plugin.report.svg import band_of
+from xstash_plugin.run.judge import judge
 
 # accuracy grows with log10(lr) and with the model size; 'crash: true' exits 3 without metrics.
 SWEEP_TOOL = """\
@@ -389,7 +386,7 @@ EXPECTATIONS = [
 
 @pytest.mark.parametrize("expectation", EXPECTATIONS, ids=lambda e: e.describe())
 def test_band_is_the_region_the_expectation_allows(expectation: Expectation) -> None:
-    band = parse_band(expectation.describe())
+    band = band_of(judge([expectation], {})[0].as_dict())  # as a run's record keeps it
     assert band is not None
     assert band.label == f"expected {expectation.describe()}"
     probes = [-1e9, -250, -200, -180, -2.5, -1, 0, 1e-5, 0.26, 0.3, 0.9, 0.95, 3, 90, 130, 1e9]
@@ -398,9 +395,30 @@ def test_band_is_the_region_the_expectation_allows(expectation: Expectation) -> 
             assert (band.low <= value <= band.high) == expectation.holds(value), value
 
 
-def test_no_band_for_not_equal_or_unknown_text() -> None:
-    assert parse_band(Expectation("m", "cmp", op="!=", value=0).describe()) is None
-    assert parse_band("about 3") is None
+def test_no_band_for_not_equal_or_a_verdict_without_bounds() -> None:
+    assert band_of(judge([Expectation("m", "cmp", op="!=", value=0)], {})[0].as_dict()) is None
+    # A record of an older version: its verdicts have the text, not the bounds.
+    assert band_of({"metric": "m", "expected": ">= 3", "ok": True}) is None
+    assert (
+        band_of({"metric": "m", "expected": ">= 3", "bounds": {"low": "3", "high": None}}) is None
+    )
+
+
+def test_bands_are_drawn_from_bounds_and_old_records_still_render(tmp_path: Path) -> None:
+    (verdict,) = [v.as_dict() for v in judge([Expectation("acc", "tol", value=0.1, ref=1)], {})]
+    old = {k: v for k, v in verdict.items() if k != "bounds"}  # written before bounds existed
+
+    def sweep(verdicts: list[dict[str, Any]]) -> Svg:
+        rows = [
+            row(f"s[lr={lr}]", point={"lr": lr}, metrics={"acc": 1.0}, verdicts=verdicts)
+            for lr in (0.1, 0.2)
+        ]
+        (svg,) = Page(render_html(tmp_path / "r.html", rows)).svgs
+        return svg
+
+    assert sweep([verdict]).count("rect", "band") == 2  # the region, and its legend swatch
+    assert sweep([old]).count("rect", "band") == 0
+    assert sweep([old]).count("circle", "point") == 2
 
 
 def test_axes() -> None:

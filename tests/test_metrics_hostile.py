@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from helpers import Project
 
-MAX_METRICS = 1000  # xstash_plugin.results.MAX_METRICS: values a record keeps
-MAX_METRIC_CHARS = 1000  # xstash_plugin.results.MAX_METRIC_CHARS: longer values are elided
+MAX_METRICS = 1000  # xstash_plugin.run.judge.MAX_METRICS: values a record keeps
+MAX_METRIC_CHARS = 1000  # xstash_plugin.run.judge.MAX_METRIC_CHARS: longer values are elided
 
 WRITER = """\
 import json, sys

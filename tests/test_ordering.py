@@ -6,18 +6,9 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-from helpers import Project
+from helpers import CONFIG_SLEEPER, Project
 
 from xstash_plugin.ordering import load_durations, longest_first, save_durations
-
-# Plain Python (the order is the orchestrator's business): sleeps its config's 'sleep' seconds.
-SLEEPER = """\
-import os, re, sys, time
-args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
-run_dir = args["hydra.run.dir"].strip("'")
-config = open(os.path.join(run_dir, "xstash_config", "xstash_experiment.yaml")).read()
-time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
-"""
 
 
 def test_longest_first_keeps_file_order_for_ties_and_unknowns() -> None:
@@ -39,7 +30,7 @@ def test_durations_file_merges_and_ignores_reused_and_garbage(tmp_path) -> None:
 
 @pytest.fixture
 def five(project: Project) -> Project:
-    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.tool("sleeper", CONFIG_SLEEPER, entrypoint="main.py", env="system", deps=None)
     # File order is the worst order: the long ones come last.
     for name, estimate in [("a", None), ("b", "1s"), ("c", "2s"), ("d", None), ("e", "1m")]:
         line = f"estimated_runtime: {estimate}\n" if estimate else ""
@@ -91,7 +82,7 @@ def test_durations_learned_from_the_last_session_order_the_next(
 def test_under_xdist_the_longest_experiments_go_to_different_workers(project: Project) -> None:
     # xdist's own load scheduler would start worker 1 with the first consecutive items: here
     # both long experiments; each worker must get one of them.
-    project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
+    project.tool("sleeper", CONFIG_SLEEPER, entrypoint="main.py", env="system", deps=None)
     for index in range(8):
         project.config(f"short{index}.yaml", f"tool: sleeper\nexperiment: short{index}\nsleep: 0\n")
     for name in ("long_a", "long_b"):

@@ -14,10 +14,11 @@ import termios
 import time
 from pathlib import Path
 
+import pyte
 import pytest
 from helpers import Project
 
-from xstash_plugin.report.progress import TAIL_BYTES, clean, last_line, short
+from xstash_plugin.report.progress_text import TAIL_BYTES, clean, last_line, short
 
 # Plain Python (the orchestrator's reaction is under test): a line on stdout, then a coloured
 # progress bar redrawn with carriage returns on stderr, then a last line on stdout (~2 s).
@@ -123,63 +124,29 @@ def run_in_pty(root: Path, *args: str, ci: bool = False, timeout: float = 120) -
     return b"".join(chunks).decode(errors="replace"), proc.returncode
 
 
-_TOKEN = re.compile(
-    r"\x1b\[([0-9;?]*)([@-~])"  # CSI
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC
-    r"|\x1b."
-    r"|[\r\n\b]"
-    r"|[^\x1b\r\n\b]+"
-)
+class Terminal:
+    """A COLUMNS x ROWS terminal (pyte's VT100 emulation) that keeps what scrolls off it."""
+
+    def __init__(self) -> None:
+        self.screen = pyte.HistoryScreen(COLUMNS, ROWS, history=1_000_000)
+        self.stream = pyte.Stream(self.screen)
+
+    def feed(self, text: str) -> tuple[list[str], int, int]:
+        """After ``text`` too: all rows ever shown, scrollback first, without trailing blank
+        rows; and the cursor's row in them and its column."""
+        self.stream.feed(text)
+        scrolled = [
+            "".join(line[x].data for x in range(COLUMNS)) for line in self.screen.history.top
+        ]
+        rows = [row.rstrip() for row in scrolled + self.screen.display]
+        while rows and not rows[-1]:
+            rows.pop()
+        return rows, len(scrolled) + self.screen.cursor.y, self.screen.cursor.x
 
 
 def emulate(text: str) -> tuple[list[str], int, int]:
-    """The screen (all rows ever written, scrollback included) a terminal shows after
-    ``text``, and its cursor: enough of a VT100 for pytest's output and xstash's block."""
-    rows: list[list[str]] = [[]]
-    row = col = 0
-    for match in _TOKEN.finditer(text):
-        token = match.group(0)
-        if match.group(2):
-            params, final = match.group(1), match.group(2)
-            n = int(params) if params.isdigit() else None
-            if final == "A":
-                row = max(0, row - (n or 1))
-            elif final == "B":
-                row += n or 1
-            elif final == "C":
-                col += n or 1
-            elif final == "D":
-                col = max(0, col - (n or 1))
-            elif final == "G":
-                col = (n or 1) - 1
-            elif final == "K":
-                if n == 2:
-                    rows[row] = []
-                else:
-                    del rows[row][col:]
-            elif final == "J":
-                del rows[row][col:]
-                del rows[row + 1 :]
-        elif token == "\r":
-            col = 0
-        elif token == "\n":
-            row += 1
-        elif token == "\b":
-            col = max(0, col - 1)
-        elif not token.startswith("\x1b"):
-            for char in token:
-                while len(rows) <= row:
-                    rows.append([])
-                line = rows[row]
-                line.extend(" " * (col + 1 - len(line)))
-                line[col] = char
-                col += 1
-        while len(rows) <= row:
-            rows.append([])
-    lines = ["".join(r).rstrip() for r in rows]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines, row, col
+    """What a terminal shows after ``text`` (see :meth:`Terminal.feed`)."""
+    return Terminal().feed(text)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -192,8 +159,10 @@ def test_live_block_in_a_terminal(bars: Project, workers: int) -> None:
     assert draws, output
     block = re.compile(r"  (a|b) \(sleeper\)\s+\d+s( / est 30s)?\s*( \| .*)?")
     seen = set()
+    terminal, fed = Terminal(), 0
     for draw in draws:
-        screen, row, col = emulate(output[: draw.end()])
+        screen, row, col = terminal.feed(output[fed : draw.end()])
+        fed = draw.end()
         headers = [i for i, line in enumerate(screen) if re.fullmatch(r"xstash: \d running", line)]
         assert len(headers) == 1, "\n".join(screen)  # redrawn in place, never scrolled
         (header,) = headers

@@ -21,34 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project
+from helpers import METRICS_EXIT_TOOL, Project
 
 # Every test here runs with plain and with preloaded tools (tests/conftest.py).
 BOTH_LAUNCH_MODES = True
-
-# Writes cfg.metrics to metrics.json in Hydra's output dir, then exits with cfg.code, or kills
-# itself with cfg.signal.
-HYDRA_TOOL = """\
-import json, os, signal, sys
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
-
-@hydra.main(version_base=None, config_path=None, config_name=None)
-def main(cfg):
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    if "metrics" in conf:
-        out = HydraConfig.get().runtime.output_dir
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(conf["metrics"], f)
-    print("tool done", flush=True)
-    if "signal" in conf:
-        os.kill(os.getpid(), getattr(signal, conf["signal"]))
-    sys.exit(int(conf.get("code", 0)))
-
-if __name__ == "__main__":
-    main()
-"""
 
 # Plain Python: starts a child in its process group, writes both pids into its run directory
 # (atomically), then sleeps; a Ctrl-C of pytest must take both down.
@@ -130,7 +106,7 @@ def git(folder: Path, *args: str) -> str:
 @pytest.fixture
 def repo(project: Project, hydra_python: str) -> Project:
     """A repository with the Hydra tool 't' (a pyproject.toml, but run on hydra_python)."""
-    project.tool("t", HYDRA_TOOL, env=hydra_python, deps="pyproject")
+    project.tool("t", METRICS_EXIT_TOOL, env=hydra_python, deps="pyproject")
     return project
 
 
@@ -173,7 +149,14 @@ def test_record_fields(repo: Project, hydra_python: str, code: int, status: str)
     assert record["metrics"] == {"acc": 0.95}
     assert record["metrics_error"] is None
     assert record["expectations"] == [
-        {"metric": "acc", "expected": ">= 0.9", "measured": 0.95, "ok": True, "note": ""}
+        {
+            "metric": "acc",
+            "expected": ">= 0.9",
+            "measured": 0.95,
+            "ok": True,
+            "note": "",
+            "bounds": {"low": 0.9, "high": None},
+        }
     ]
     assert record["experiment"] == "rec"
     assert record["config"] == "configs/rec.yaml"

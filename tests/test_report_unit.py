@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xstash_plugin.report.rows import render
+from xstash_plugin.config.expectations import Expectation
+from xstash_plugin.report.files import render
+from xstash_plugin.run.judge import judge
 
 ROW: dict[str, Any] = {
     "id": "configs/a.yaml::a",
@@ -44,3 +46,27 @@ def test_markdown_columns_are_unique_and_metrics_with_expectations_come_first() 
 def test_json_rows_keep_nested_metrics() -> None:
     (row,) = json.loads(render(Path("r.json"), [ROW]))
     assert row["metrics"] == {"status": 7, "train": {"loss": 0.25}}
+
+
+def test_expectation_bounds_reach_the_record_as_data() -> None:
+    expectations = [
+        Expectation("acc", "cmp", op=">=", value=0.9),
+        Expectation("loss", "tol", value=0.25, ref=0.5),
+        Expectation("n", "bounds", ref=100, lower=-0.1, upper=None),
+        Expectation("k", "cmp", op="!=", value=0),
+    ]
+    verdicts = judge(expectations, {"acc": 0.95, "loss": 0.3, "n": 120, "k": 1})
+    # What a run's record keeps (strict JSON: no infinite bound).
+    stored = json.loads(json.dumps([v.as_dict() for v in verdicts], allow_nan=False))
+    assert [v["expected"] for v in stored] == [
+        ">= 0.9",
+        "0.5 ± 0.25",
+        "[90, inf] (ref 100)",
+        "!= 0",
+    ]
+    assert [v["bounds"] for v in stored] == [
+        {"low": 0.9, "high": None},
+        {"low": 0.25, "high": 0.75},
+        {"low": 90.0, "high": None},
+        None,  # no region: nothing to shade
+    ]

@@ -491,7 +491,7 @@ def junit_properties(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+@pytest.mark.parametrize("family", ["legacy", "xunit1"])
 @pytest.mark.parametrize("workers", [0, 2], ids=["serial", "n2"])
 def test_junitxml_properties(
     project: Project, hydra_python: str, family: str, workers: int

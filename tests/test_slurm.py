@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project
+from helpers import METRICS_EXIT_TOOL, Project
 
 if shutil.which("sbatch") is None:
     if os.environ.get("CI"):
@@ -33,27 +33,6 @@ if shutil.which("sbatch") is None:
             pytrace=False,
         )
     pytest.skip("no SLURM cluster: run .ci/slurm-ci-up.sh", allow_module_level=True)
-
-# Writes cfg.metrics to metrics.json in Hydra's output dir, prints, exits with cfg.code.
-HYDRA_TOOL = """\
-import json, os, sys
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
-
-@hydra.main(version_base=None, config_path=None, config_name=None)
-def main(cfg):
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    if "metrics" in conf:
-        out = HydraConfig.get().runtime.output_dir
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(conf["metrics"], f)
-    print("tool done", flush=True)
-    sys.exit(int(conf.get("code", 0)))
-
-if __name__ == "__main__":
-    main()
-"""
 
 # Plain Python: says it started, then sleeps far longer than any test waits.
 SLEEPER = """\
@@ -149,7 +128,7 @@ def jobs() -> Iterator[list[str]]:
 @pytest.fixture
 def repo(project: Project, hydra_python: str) -> Project:
     """A repository with the Hydra tool 't' on hydra_python (no launcher in meta.yaml)."""
-    project.tool("t", HYDRA_TOOL, env=hydra_python, deps=None)
+    project.tool("t", METRICS_EXIT_TOOL, env=hydra_python, deps=None)
     return project
 
 
@@ -214,7 +193,7 @@ def test_experiments_run_as_slurm_jobs(
     repo.config("low.yaml", "tool: t\nexperiment: low\nmetrics: {acc: 0.5}\n" + expect)
     before = time.time()
     result = repo.pytester.runpytest(
-        "configs", "--xstash-report", "r.csv", "--junitxml", "junit.xml"
+        "configs", "--xstash-report", "r.csv", "--junitxml", "junit.xml", "-ojunit_family=xunit1"
     )
     after = time.time()
     result.assert_outcomes(passed=1, failed=2)
@@ -238,7 +217,14 @@ def test_experiments_run_as_slurm_jobs(
     ok, bad, low = (records[name][1] for name in ("ok", "bad", "low"))
     assert (ok["status"], ok["exit_code"], ok["metrics"]) == ("passed", 0, {"acc": 0.95})
     assert ok["expectations"] == [
-        {"metric": "acc", "expected": ">= 0.9", "measured": 0.95, "ok": True, "note": ""}
+        {
+            "metric": "acc",
+            "expected": ">= 0.9",
+            "measured": 0.95,
+            "ok": True,
+            "note": "",
+            "bounds": {"low": 0.9, "high": None},
+        }
     ]
     assert (bad["status"], bad["exit_code"]) == ("failed", 3)
     assert (low["status"], low["exit_code"]) == ("failed", 0)
@@ -281,9 +267,9 @@ def test_experiments_run_as_slurm_jobs(
 
 
 def test_launcher_precedence(project: Project, hydra_python: str, jobs: list[str]) -> None:
-    project.tool("slurmy", HYDRA_TOOL, env=hydra_python, deps=None, extra="launcher: slurm")
-    project.tool("localy", HYDRA_TOOL, env=hydra_python, deps=None, extra="launcher: local")
-    project.tool("plain", HYDRA_TOOL, env=hydra_python, deps=None)
+    project.tool("slurmy", METRICS_EXIT_TOOL, env=hydra_python, deps=None, extra="launcher: slurm")
+    project.tool("localy", METRICS_EXIT_TOOL, env=hydra_python, deps=None, extra="launcher: local")
+    project.tool("plain", METRICS_EXIT_TOOL, env=hydra_python, deps=None)
     local = "xstash:\n  launcher: local\n"
     project.config("slurmy_local.yaml", "tool: slurmy\nexperiment: slurmy_local\n" + local)
     project.config("slurmy_default.yaml", "tool: slurmy\nexperiment: slurmy_default\n")
@@ -515,7 +501,7 @@ def test_bad_resources_are_collection_errors(repo: Project) -> None:
 def test_bad_tool_resources_fail_its_experiments(
     project: Project, hydra_python: str, extra: str, words: str
 ) -> None:
-    project.tool("t", HYDRA_TOOL, env=hydra_python, deps=None, extra=extra)
+    project.tool("t", METRICS_EXIT_TOOL, env=hydra_python, deps=None, extra=extra)
     project.config("a.yaml", "tool: t\nexperiment: a\n")
     project.config("b.yaml", "tool: t\nexperiment: b\nxstash:\n  launcher: slurm\n")
     result = project.pytester.runpytest("configs")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project
+from helpers import CONFIG_SLEEPER, Project
 
 if shutil.which("sbatch") is None:
     if os.environ.get("CI"):
@@ -19,15 +19,14 @@ if shutil.which("sbatch") is None:
     pytest.skip("no SLURM cluster here: run .ci/slurm-ci-up.sh", allow_module_level=True)
 
 # Plain Python: sleeps for its config's 'sleep' seconds, writes metrics.
-TOOL = """\
-import json, re, sys, time
-args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
-run_dir = args["hydra.run.dir"].strip("'")
-config = open(run_dir + "/xstash_config/xstash_experiment.yaml").read()
-time.sleep(float(re.search(r"sleep: ([0-9.]+)", config).group(1)))
+TOOL = (
+    CONFIG_SLEEPER
+    + """\
+import json
 json.dump({"score": 1.0}, open(run_dir + "/metrics.json", "w"))
 print("done")
 """
+)
 
 
 def records(root: Path) -> list[dict[str, Any]]:

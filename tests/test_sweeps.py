@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import HYDRA_MAIN, Project
+from helpers import HYDRA_MAIN, Project, error_messages
 
 from xstash_plugin.plugin import parse_cli_overrides
 
@@ -453,7 +453,7 @@ def test_cli_overrides_reach_the_tool_record_and_reports(repo: Project) -> None:
     ]
     args = [arg for option in options for arg in ("--xstash-override", option)]
     result = repo.pytester.runpytest(
-        "configs", "-v", *args, "--xstash-report", "r.csv", "--junitxml", "r.xml"
+        "configs", "-v", *args, "--xstash-report=r.csv", "--junitxml=r.xml", "-ojunit_family=xunit1"
     )
     result.assert_outcomes(passed=2)
     overrides = [
@@ -654,20 +654,6 @@ BAD_SWEEPS = [
         id="unwritable-mapping-key",
     ),
 ]
-
-
-def error_messages(result: pytest.RunResult, config: str) -> list[tuple[int, str, str]]:
-    """(line, what, fix) of every message in the 'ERROR collecting configs/<config>' section."""
-    out = result.stdout.str()
-    header = re.search(rf"^_+ ERROR collecting configs/{re.escape(config)} _+$", out, re.M)
-    assert header, f"no collection error for configs/{config} in:\n{out}"
-    rest = out[header.end() :]
-    end = re.search(r"^(_{3,} |={3,} )", rest, re.M)
-    section = rest[: end.start()] if end else rest
-    message = re.compile(
-        rf"^\S*/configs/{re.escape(config)}:(\d+): (.*)\n  fix: (.*(?:\n  .*)*)", re.M
-    )
-    return [(int(m[1]), m[2], m[3]) for m in message.finditer(section)]
 
 
 @pytest.mark.parametrize(("sweep", "line", "what", "fix"), BAD_SWEEPS)

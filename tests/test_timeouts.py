@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project, failures_section
+from helpers import PLAIN_TOOL_HEAD, Project, failures_section
 
 # Every test here runs with plain and with preloaded tools (tests/conftest.py).
 BOTH_LAUNCH_MODES = True
@@ -18,11 +18,10 @@ BOTH_LAUNCH_MODES = True
 # Plain Python (the orchestrator's reaction is under test): starts a child in its process
 # group, writes both pids, ignores SIGTERM (so only the SIGKILL after the grace period stops
 # it), prints, then sleeps for the number of seconds in its config's 'sleep' key.
-SLEEPER = """\
-import os, re, signal, subprocess, sys, time
-args = dict(a.split("=", 1) for a in sys.argv if "=" in a)
-run_dir = args["hydra.run.dir"].strip("'")
-config = open(os.path.join(run_dir, "xstash_config", "xstash_experiment.yaml")).read()
+SLEEPER = (
+    PLAIN_TOOL_HEAD
+    + """\
+import signal, subprocess, time
 seconds = float(re.search(r"sleep: ([0-9.]+)", config).group(1))
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 with open(os.path.join(run_dir, "pids"), "w") as f:
@@ -33,6 +32,7 @@ print("still going", file=sys.stderr, flush=True)
 time.sleep(seconds)
 print("done", flush=True)
 """
+)
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from xstash_plugin.config.layout import in_fragment
 from xstash_plugin.config.registry import META_NAME, Registry, load_registry
 from xstash_plugin.config.suggest import did_you_mean
-from xstash_plugin.config.yamlio import load_yaml_file, printable, quote
+from xstash_plugin.config.text import printable, quote
+from xstash_plugin.config.yamlio import load_yaml_file
 from xstash_plugin.errors import ConfigError, ConfigErrors, EnvError
 
 SUFFIXES = (".yaml", ".yml")
@@ -36,11 +38,7 @@ def _config_names(configs: Path) -> list[str]:
     names = []
     for path in sorted(configs.rglob("*")):
         rel = path.relative_to(configs)
-        if (
-            path.suffix in SUFFIXES
-            and path.name != META_NAME
-            and not any(p.startswith("_") for p in rel.parts)
-        ):
+        if path.suffix in SUFFIXES and path.name != META_NAME and not in_fragment(rel.parts):
             names.append(rel.with_suffix("").as_posix())
     return names
 
@@ -77,7 +75,7 @@ def find_config(configs: Path, name: str) -> Path | str:
         parts = Path(os.path.normpath(found.relative_to(configs))).parts
         if parts == (META_NAME,):
             return f"{found} is the tool registry, not an experiment config"
-        if any(part.startswith("_") for part in parts):
+        if in_fragment(parts):
             return (
                 f"{found} is a shared fragment (a '_' name), not an experiment: "
                 "pytest never collects it"

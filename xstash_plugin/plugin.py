@@ -6,7 +6,7 @@ import datetime
 import os
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from xstash_plugin import masking
 from xstash_plugin.config.compose import COMPOSE_HELP
-from xstash_plugin.config.durations import parse_duration
+from xstash_plugin.config.layout import is_fragment
 from xstash_plugin.config.overrides import override_value
 from xstash_plugin.config.registry import META_NAME
 from xstash_plugin.config.sweeps import KEY_HELP, OVERRIDE_KEY
@@ -22,18 +22,19 @@ from xstash_plugin.config.yamlio import parse_yaml
 from xstash_plugin.errors import XstashError
 from xstash_plugin.masking import SECRET_ENV_HELP
 from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
+from xstash_plugin.report.files import render
+from xstash_plugin.report.junit import setup as junit_setup
 from xstash_plugin.report.progress import addoption as progress_addoption
 from xstash_plugin.report.progress import setup as progress_setup
 from xstash_plugin.report.rows import (
-    REPORT_SUFFIXES,
     TERMINAL_METRICS,
-    render,
     slow_warnings,
     table_rows,
     text_table,
 )
 from xstash_plugin.run.items import ExperimentFile, ExperimentItem
-from xstash_plugin.run.rundir import read_record, recover_crashed_run
+from xstash_plugin.run.record import RunRecord, row_of
+from xstash_plugin.run.stale import recover_crashed_run
 from xstash_plugin.session import (
     OUTPUT_ROOT_HELP,
     REUSE_HELP,
@@ -42,6 +43,8 @@ from xstash_plugin.session import (
     get_state,
     make_state,
 )
+from xstash_plugin.settings import WIRE_KEY as SETTINGS_WIRE_KEY
+from xstash_plugin.settings import build as build_settings
 
 OVERRIDE_HELP = (
     "a Hydra override applied to every selected experiment (repeatable), e.g. "
@@ -136,29 +139,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    masking.configure(config.getini("xstash_secret_env"))
-    state = make_state(config)
+    settings = build_settings(config)  # every xstash option and ini value, once
+    masking.configure(settings.secret_env.value)
+    state = make_state(config, settings)
     config.stash[STATE_KEY] = state
-    state.overrides = parse_cli_overrides(config.getoption("xstash_overrides"))
-    state.launcher = config.getoption("xstash_launcher") or "local"
-    state.detach = bool(config.getoption("xstash_detach"))
+    state.overrides = parse_cli_overrides(settings.overrides_raw.value)
     if threading.current_thread() is threading.main_thread():
         _install_signal_handlers(config, state)
-    state.timeout, state.timeout_source = _duration_setting(config, "xstash_timeout", "timeout")
-    grace, _ = _duration_setting(config, "xstash_kill_grace", None)
-    if grace is not None:
-        state.grace = state.watchdog.grace = grace
-    report: str | None = config.getoption("xstash_report")
-    if report:
-        path = config.invocation_params.dir / report
-        if path.suffix not in REPORT_SUFFIXES:
-            raise pytest.UsageError(
-                f"--xstash-report {report}: the format comes from the suffix, which must be "
-                f"one of {', '.join(REPORT_SUFFIXES)}"
-            )
-        state.report_path = path
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports
         config.pluginmanager.register(Results(state), "xstash-results")
+        junit_setup(config)  # under xunit2: experiments' properties on the testsuite
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
     progress_setup(config, state)  # live progress of running experiments
@@ -166,26 +156,6 @@ def pytest_configure(config: pytest.Config) -> None:
         from xstash_plugin.report.columns import HtmlColumns
 
         config.pluginmanager.register(HtmlColumns(config), "xstash-html")
-
-
-def _duration_setting(
-    config: pytest.Config, name: str, option: str | None
-) -> tuple[float | None, str]:
-    """A duration from the command line (when ``option``) or else the ini file."""
-    raw: str | None = config.getoption(name) if option else None
-    source = f"--{name.replace('_', '-')}"
-    if not raw:
-        raw = str(config.getini(name) or "")
-        source = f"ini {name} ({config.inipath})"
-    if not raw:
-        return None, ""
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise pytest.UsageError(f"{source}: {exc}") from None
-    if seconds <= 0 and option:
-        raise pytest.UsageError(f"{source}: {raw!r} must be more than zero")
-    return seconds, f"{source} {raw}"
 
 
 def _cli_value(text: str) -> Any:
@@ -203,7 +173,7 @@ def _cli_value(text: str) -> Any:
     return value
 
 
-def parse_cli_overrides(raw: list[str]) -> tuple[tuple[str, Any], ...]:
+def parse_cli_overrides(raw: Sequence[str]) -> tuple[tuple[str, Any], ...]:
     """``--xstash-override KEY=VALUE`` options as (key, YAML value) pairs; UsageError if bad."""
     pairs = []
     for item in raw:
@@ -230,7 +200,9 @@ class XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: object) -> None:
         config: pytest.Config = node.config  # type: ignore[attr-defined]
-        node.workerinput["xstash_session_id"] = get_state(config).session_id  # type: ignore[attr-defined]
+        state = get_state(config)
+        node.workerinput["xstash_session_id"] = state.session_id  # type: ignore[attr-defined]
+        node.workerinput[SETTINGS_WIRE_KEY] = state.settings.to_wire()  # type: ignore[attr-defined]
 
     @pytest.hookimpl
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
@@ -252,25 +224,11 @@ class XdistHooks:
         reason = f"pytest-xdist worker {worker} died while running this experiment; its tool "
         reason += "was killed with it"
         for run_dir in recover_crashed_run(state.output_root, crashitem, state.session_id, reason):
-            record = read_record(run_dir)
-            state.rows.append(
-                {
-                    "id": crashitem,
-                    "experiment": record.get("experiment"),
-                    "config": record.get("config"),
-                    "tool": record.get("tool"),
-                    "status": "error",
-                    "point": record.get("point") or {},
-                    "overrides": record.get("overrides") or [],
-                    "estimated_runtime": None,
-                    "duration": None,
-                    "exit_code": None,
-                    "metrics": {},
-                    "verdicts": [],
-                    "run_dir": str(run_dir),
-                    "order": 10**9,
-                }
-            )
+            try:
+                record = RunRecord.load(run_dir)
+            except (OSError, ValueError):
+                continue
+            state.rows.append(row_of(record, run_dir, id=crashitem, status="error"))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ExperimentFile | None:
@@ -281,7 +239,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Experiment
     root = state.configs_root(folder)
     if root is None:
         return None  # YAML outside any configs root is not an experiment
-    if file_path.name.startswith("_") or state.fragment_folder(folder, root):
+    if is_fragment(file_path.name) or state.fragment_folder(folder, root):
         return None  # shared Hydra fragments
     file: ExperimentFile = ExperimentFile.from_parent(parent, path=file_path, configs_root=root)
     return file
@@ -344,10 +302,7 @@ def pytest_runtest_makereport(
 
 
 def _order(config: pytest.Config) -> str:
-    order = config.getoption("xstash_order") or str(config.getini("xstash_order") or "longest")
-    if order not in ORDERS:
-        raise pytest.UsageError(f"ini xstash_order = {order!r}: use one of {', '.join(ORDERS)}")
-    return str(order)
+    return str(get_state(config).settings.order.value)
 
 
 @pytest.hookimpl(trylast=True)

@@ -9,19 +9,20 @@ from typing import Any
 
 import pytest
 
-from xstash_plugin.config.compose import ComposeService, parse_compose_setting
+from xstash_plugin.config.compose import ComposeService
 from xstash_plugin.config.experiment import Experiment, load_experiment
+from xstash_plugin.config.layout import in_fragment
 from xstash_plugin.config.overrides import overrides_for
 from xstash_plugin.config.registry import META_NAME, Registry, load_registry
 from xstash_plugin.config.sweeps import Point
 from xstash_plugin.errors import ConfigError, ConfigErrors, XstashError
-from xstash_plugin.launchers.local import GRACE_SECONDS
 from xstash_plugin.launchers.preload import PreloadPool
 from xstash_plugin.run.envs import EnvManager
 from xstash_plugin.run.provenance import KeyMaker
 from xstash_plugin.run.reuse import ReuseIndex, SubmittedIndex
 from xstash_plugin.run.stale import StaleRuns
 from xstash_plugin.run.watchdog import Watchdog
+from xstash_plugin.settings import Settings
 
 REUSE_HELP = (
     "do not run an experiment again when a passed run with the same run key (tool code, "
@@ -33,12 +34,12 @@ OUTPUT_ROOT_HELP = "folder for run directories (default: 'outputs' next to the p
 
 @dataclass
 class State:
-    """What every hook and item of one pytest process shares."""
+    """What every hook and item of one pytest process shares: the settings (resolved once,
+    see settings.py), the session's services, and its caches."""
 
     config: pytest.Config
-    output_root: Path
+    settings: Settings
     session_id: str
-    live: bool
     envs: EnvManager
     registries: dict[Path, Registry] = field(default_factory=dict)
     roots: dict[Path, Path | None] = field(default_factory=dict)
@@ -47,15 +48,9 @@ class State:
     markers: dict[str, pytest.MarkDecorator] = field(default_factory=dict)  # registered
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tool folder
     rows: list[dict[str, Any]] = field(default_factory=list)  # results seen by this process
-    report_path: Path | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()  # --xstash-override, applied to every run
-    timeout: float | None = None  # --xstash-timeout or ini xstash_timeout, seconds
-    timeout_source: str = ""
-    grace: float = GRACE_SECONDS  # ini xstash_kill_grace
+    overrides: tuple[tuple[str, Any], ...] = ()  # --xstash-override, parsed once
     compose: ComposeService | None = None  # --xstash-compose (on unless turned off)
     sigterm_installed: bool = False
-    launcher: str = "local"  # --xstash-launcher
-    detach: bool = False  # --xstash-detach
     keys: KeyMaker = field(default_factory=KeyMaker)
     reuse: ReuseIndex | None = None  # --xstash-reuse
     submitted: SubmittedIndex = field(init=False)
@@ -67,8 +62,48 @@ class State:
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)
-        self.watchdog = Watchdog(self.output_root / ".xstash" / "watchdog", self.grace)
+        self.watchdog = Watchdog(self.xstash_dir / "watchdog", self.grace)
         self.stale = StaleRuns(self.output_root)
+
+    # The settings most used, by name.
+    @property
+    def output_root(self) -> Path:
+        return Path(self.settings.output_root.value)
+
+    @property
+    def live(self) -> bool:
+        return bool(self.settings.live.value)
+
+    @property
+    def timeout(self) -> float | None:
+        value = self.settings.timeout.value
+        return None if value is None else float(value)
+
+    @property
+    def timeout_source(self) -> str:
+        return "" if self.settings.timeout.value is None else self.settings.timeout.source
+
+    @property
+    def grace(self) -> float:
+        return float(self.settings.grace.value)
+
+    @property
+    def launcher(self) -> str:
+        return str(self.settings.launcher.value)
+
+    @property
+    def detach(self) -> bool:
+        return bool(self.settings.detach.value)
+
+    @property
+    def report_path(self) -> Path | None:
+        value = self.settings.report.value
+        return None if value is None else Path(value)
+
+    @property
+    def xstash_dir(self) -> Path:
+        """xstash's own files under the output root (environments, locks, logs, caches)."""
+        return self.output_root / ".xstash"
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
@@ -96,7 +131,7 @@ class State:
         found = self.fragments.get(folder)
         if found is None:
             parts = folder.relative_to(root).parts
-            found = self.fragments[folder] = any(part.startswith("_") for part in parts)
+            found = self.fragments[folder] = in_fragment(parts)
         return found
 
     def registry(self, root: Path) -> Registry:
@@ -134,48 +169,21 @@ class State:
 STATE_KEY = pytest.StashKey[State]()
 
 
-def resolve_output_root(config: pytest.Config) -> Path:
-    """Command line (relative to where pytest started) -> ini (relative to the ini file)."""
-    option: str | None = config.getoption("xstash_output_root")
-    if option:
-        return (config.invocation_params.dir / option).absolute()
-    ini = config.getini("xstash_output_root")
-    if ini:
-        base = config.inipath.parent if config.inipath else config.rootpath
-        return (base / str(ini)).absolute()
-    return config.rootpath / "outputs"
-
-
-def compose_setting(config: pytest.Config) -> bool:
-    """--xstash-compose, else ini xstash_compose, else on."""
-    option: str | None = config.getoption("xstash_compose")
-    try:
-        if option is not None:
-            return parse_compose_setting(option, "--xstash-compose")
-        ini = str(config.getini("xstash_compose") or "").strip()
-        return parse_compose_setting(ini, f"ini xstash_compose ({config.inipath})") if ini else True
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def make_state(config: pytest.Config) -> State:
+def make_state(config: pytest.Config, settings: Settings) -> State:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "xstash_session_id" in workerinput:
         session_id = str(workerinput["xstash_session_id"])
     else:
         session_id = uuid.uuid4().hex
-    output_root = resolve_output_root(config)
-    envs = EnvManager(output_root / ".xstash", session_id)
-    compose = compose_setting(config)
-    reuse = config.getoption("xstash_reuse") or config.getini("xstash_reuse")
+    xstash_dir = Path(settings.output_root.value) / ".xstash"
+    envs = EnvManager(xstash_dir, session_id)
     return State(
         config=config,
-        output_root=output_root,
+        settings=settings,
         session_id=session_id,
-        live=config.getoption("capture") == "no",
         envs=envs,
-        compose=ComposeService(output_root / ".xstash", envs) if compose else None,
-        reuse=ReuseIndex(output_root) if reuse else None,
+        compose=ComposeService(xstash_dir, envs) if settings.compose.value else None,
+        reuse=ReuseIndex(Path(settings.output_root.value)) if settings.reuse.value else None,
     )
 
 

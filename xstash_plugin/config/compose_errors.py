@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.layout import is_fragment
 from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file
 from xstash_plugin.errors import ConfigError
@@ -207,7 +208,7 @@ def _missing_config(
 ) -> tuple[int | None, str, str]:
     tool = experiment.tool
     missing = str(problem.get("missing") or "")
-    configs = [str(c) for c in problem.get("configs") or [] if not str(c).startswith("_")]
+    configs = [str(c) for c in problem.get("configs") or [] if not is_fragment(str(c))]
     groups = [str(g) for g in problem.get("groups") or []]
     index = _defaults_entry(doc, missing)
     line = doc.line("defaults", str(index)) if index is not None else None

@@ -61,6 +61,24 @@ class Expectation:
         high = math.inf if self.upper is None else self.ref + self.upper * abs(self.ref)
         return low, high
 
+    def bounds(self) -> tuple[float | None, float | None] | None:
+        """The region of allowed values as data, for reports: ``(low, high)``, None on a side
+        without bound (a strict comparison gives the region of its non-strict one). None when
+        there is no region to draw: ``!=``, a NaN bound, or an empty one (``>= inf``)."""
+        if self.kind != "cmp":
+            low, high = self.interval()
+        elif self.op in (">=", ">"):
+            low, high = self.value, math.inf
+        elif self.op in ("<=", "<"):
+            low, high = -math.inf, self.value
+        elif self.op == "==":
+            low = high = self.value
+        else:
+            return None
+        if math.isnan(low) or math.isnan(high) or low == math.inf or high == -math.inf:
+            return None
+        return (low if low > -math.inf else None, high if high < math.inf else None)
+
     def holds(self, measured: float) -> bool:
         if not math.isfinite(measured):
             return False  # judge() reports it as not a finite number

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from xstash_plugin.config.yamlio import elide
+from xstash_plugin.config.text import elide
 
 _PLAIN = re.compile(r"[A-Za-z0-9_/.\-+:@%~]+")
 

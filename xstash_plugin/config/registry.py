@@ -7,7 +7,6 @@ experiment of that configs root.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.hydra_entry import HydraMain, read_hydra_main
+from xstash_plugin.config.markers import marker_problem
 from xstash_plugin.config.resources import check_launcher, check_resources
 from xstash_plugin.config.suggest import did_you_mean
-from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file, printable_error, quote
+from xstash_plugin.config.text import printable_error, quote
+from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file
 from xstash_plugin.errors import ConfigError
 
 META_NAME = "meta.yaml"
@@ -34,28 +35,6 @@ TOOL_KEYS = {
     "config_name": "the tool's primary config, which experiments extend (default: read from "
     "its @hydra.main(config_name=...))",
 }
-
-# A tool's name is a marker of its experiments (``-m <tool>``), as tags are.
-TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-# Tags and tool names become markers: these names would change what pytest does with the item.
-RESERVED_TAGS = frozenset(
-    {
-        "skip",
-        "skipif",
-        "xfail",
-        "parametrize",
-        "usefixtures",
-        "filterwarnings",
-        "tryfirst",
-        "trylast",
-        "and",
-        "or",
-        "not",
-        "True",
-        "False",
-        "None",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -93,7 +72,7 @@ class Registry:
     tool_errors: dict[str, ConfigError] = field(default_factory=dict)
     error: ConfigError | None = None
 
-    # Folder of a config -> whether it resolves inside ``homes`` (see spec._real_outside).
+    # Folder of a config -> whether it resolves inside ``homes`` (see experiment._real_outside).
     folders_inside: dict[Path, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -167,6 +146,63 @@ def _parse_entrypoint(
 def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
     meta = doc.path
     line = doc.line("tools", name)
+    _check_spec_keys(name, spec, doc)
+    tool_dir = _tool_dir(name, spec["path"], doc, repo_root)
+    entrypoint = _parse_entrypoint(
+        spec["entrypoint"], tool_dir, repo_root, meta, doc.line("tools", name, "entrypoint")
+    )
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, "description"),
+            "description must be a string",
+            'quote it: description: "..."',
+        )
+    env = _tool_env(name, spec, doc, repo_root)
+    python_req = spec.get("python")
+    if python_req is not None and not isinstance(python_req, (str, int, float)):
+        raise ConfigError(
+            meta,
+            doc.line("tools", name, "python"),
+            "python must be a string",
+            "write e.g. python: '3.11' (or leave it out to use the python running pytest)",
+        )
+    pass_experiment = _flag(
+        spec, "pass_experiment", doc, name, "write pass_experiment: true (or false, the default)"
+    )
+    preload = _flag(
+        spec,
+        "preload",
+        doc,
+        name,
+        "write preload: true to fork each run from a preloaded tool process (or false)",
+    )
+    hydra_main = read_hydra_main(tool_dir, entrypoint)
+    primary = _primary(name, spec, doc, hydra_main)
+    launcher, resources = _tool_launch(name, spec, doc)
+    return Tool(
+        name=name,
+        path=tool_dir,
+        entrypoint=entrypoint,
+        description=description,
+        env=env,
+        python=None if python_req is None else str(python_req),
+        pass_experiment=pass_experiment,
+        meta_path=meta,
+        line=line,
+        launcher=launcher,
+        resources=resources,
+        preload=preload,
+        primary=primary,
+        hydra_main=hydra_main,
+    )
+
+
+def _check_spec_keys(name: str, spec: Any, doc: YamlDoc) -> None:
+    """``spec`` is a mapping of known keys, with a path and an entrypoint."""
+    meta = doc.path
+    line = doc.line("tools", name)
     if not isinstance(spec, dict):
         raise ConfigError(
             meta,
@@ -195,79 +231,69 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
                 f"'{key}' of tool '{name}' must be a non-empty string",
                 f"write '{key}: {TOOL_KEYS[key]}'",
             )
-    rel = spec["path"]
+
+
+def _tool_dir(name: str, rel: str, doc: YamlDoc, repo_root: Path) -> Path:
+    """The tool's folder: inside the repository, and there."""
     tool_dir = (repo_root / rel).absolute()
     pline = doc.line("tools", name, "path")
     if Path(rel).is_absolute() or not _inside(tool_dir, repo_root):
         raise ConfigError(
-            meta,
+            doc.path,
             pline,
             f"path '{rel}' of tool '{name}' is outside the repository {repo_root}",
             "keep tools inside the repository, e.g. 'tools/<name>' (symlinks are resolved)",
         )
     if not tool_dir.is_dir():
         raise ConfigError(
-            meta,
+            doc.path,
             pline,
             f"path '{rel}' of tool '{name}' does not exist ({tool_dir})",
             "create the tool's folder or correct the path (relative to the folder holding "
             "configs/)",
         )
-    entrypoint = _parse_entrypoint(
-        spec["entrypoint"], tool_dir, repo_root, meta, doc.line("tools", name, "entrypoint")
-    )
-    description = spec.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(
-            meta,
-            doc.line("tools", name, "description"),
-            "description must be a string",
-            'quote it: description: "..."',
-        )
+    return tool_dir
+
+
+def _tool_env(name: str, spec: dict[str, Any], doc: YamlDoc, repo_root: Path) -> str:
+    """'uv', 'system', or the absolute path of an existing python."""
     env = spec.get("env", "uv")
     eline = doc.line("tools", name, "env")
     if not isinstance(env, str) or not env:
-        raise ConfigError(meta, eline, "env must be a string", "use: " + TOOL_KEYS["env"])
+        raise ConfigError(doc.path, eline, "env must be a string", "use: " + TOOL_KEYS["env"])
     if env not in ("uv", "system"):
         python = Path(env) if Path(env).is_absolute() else repo_root / env
         if not python.is_file():
             raise ConfigError(
-                meta,
+                doc.path,
                 eline,
                 f"env '{env}' is neither 'uv', 'system' nor an existing python",
                 "use: " + TOOL_KEYS["env"],
             )
         env = str(python.absolute())
-    python_req = spec.get("python")
-    if python_req is not None and not isinstance(python_req, (str, int, float)):
+    return env
+
+
+def _primary(name: str, spec: dict[str, Any], doc: YamlDoc, hydra_main: HydraMain) -> str | None:
+    """The config the tool's experiments extend: meta.yaml's config_name, else @hydra.main's."""
+    if "config_name" not in spec:
+        return hydra_main.config_name
+    primary = spec["config_name"]
+    if primary is not None and (not isinstance(primary, str) or not primary.strip()):
         raise ConfigError(
-            meta,
-            doc.line("tools", name, "python"),
-            "python must be a string",
-            "write e.g. python: '3.11' (or leave it out to use the python running pytest)",
+            doc.path,
+            doc.line("tools", name, "config_name"),
+            f"config_name of tool '{name}' must be a config name",
+            "write e.g. config_name: main (the tool's primary config), or null for a tool "
+            "whose experiments are its whole config",
         )
-    pass_experiment = _flag(
-        spec, "pass_experiment", doc, name, "write pass_experiment: true (or false, the default)"
-    )
-    preload = _flag(
-        spec,
-        "preload",
-        doc,
-        name,
-        "write preload: true to fork each run from a preloaded tool process (or false)",
-    )
-    hydra_main = read_hydra_main(tool_dir, entrypoint)
-    primary = hydra_main.config_name
-    if "config_name" in spec:
-        primary = spec["config_name"]
-        if primary is not None and (not isinstance(primary, str) or not primary.strip()):
-            raise ConfigError(
-                meta,
-                doc.line("tools", name, "config_name"),
-                f"config_name of tool '{name}' must be a config name",
-                "write e.g. config_name: main (the tool's primary config), or null for a tool "
-                "whose experiments are its whole config",
-            )
+    return str(primary) if primary is not None else None
+
+
+def _tool_launch(
+    name: str, spec: dict[str, Any], doc: YamlDoc
+) -> tuple[str | None, dict[str, Any]]:
+    """The tool's launcher and resources (None and {}: not set)."""
     launcher: str | None = None
     resources: dict[str, Any] = {}
     try:
@@ -278,27 +304,12 @@ def _parse_tool(name: str, spec: Any, doc: YamlDoc, repo_root: Path) -> Tool:
     except ValueError as exc:
         key = "launcher" if launcher is None and "launcher" in spec else "resources"
         raise ConfigError(
-            meta,
+            doc.path,
             doc.line("tools", name, key),
             f"tool '{name}': {exc}",
             "launcher: local | slurm; resources: {partition: gpu, time: 2h, cpus: 4, mem: 16G}",
         ) from None
-    return Tool(
-        name=name,
-        path=tool_dir,
-        entrypoint=entrypoint,
-        description=description,
-        env=env,
-        python=None if python_req is None else str(python_req),
-        pass_experiment=pass_experiment,
-        meta_path=meta,
-        line=line,
-        launcher=launcher,
-        resources=resources,
-        preload=preload,
-        primary=primary,
-        hydra_main=hydra_main,
-    )
+    return launcher, resources
 
 
 def _flag(spec: dict[str, Any], key: str, doc: YamlDoc, name: str, fix: str) -> bool:
@@ -311,26 +322,15 @@ def _flag(spec: dict[str, Any], key: str, doc: YamlDoc, name: str, fix: str) -> 
 
 def _check_tool_name(name: str, doc: YamlDoc) -> None:
     """Tool names become pytest markers: a name like 'skip' would silently skip experiments."""
-    if not TOOL_NAME.fullmatch(name):
-        raise ConfigError(
-            doc.path,
-            doc.line("tools", name),
-            f"tool name {name!r} cannot be a pytest marker (experiments are marked with it)",
-            "use letters, digits, '_', '.' and '-', starting with a letter or '_'",
-        )
-    if name in RESERVED_TAGS:
-        raise ConfigError(
-            doc.path,
-            doc.line("tools", name),
-            f"tool name '{name}' is reserved by pytest (experiments are marked with it)",
-            f"choose another name, e.g. '{name}_'",
-        )
+    problem = marker_problem(name, "tool name", " (experiments are marked with it)")
+    if problem is not None:
+        raise ConfigError(doc.path, doc.line("tools", name), *problem)
 
 
 def load_registry(meta_path: Path) -> Registry:
     """Load and check one ``meta.yaml``. Never raises: problems are kept in the result, their
     messages free of control characters from the file (see
-    :func:`~xstash_plugin.yamlio.printable`)."""
+    :func:`~xstash_plugin.config.text.printable`)."""
     registry = _load_registry(meta_path)
     if registry.error is not None:
         registry.error = printable_error(registry.error)

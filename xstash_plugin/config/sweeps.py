@@ -4,7 +4,7 @@
 product, in the order written) or a list of explicit points (``[{params.lr: 0.1}, ...]``). Keys
 are Hydra override keys: a dotted config key, a config group (``model: big`` picks the group's
 option), or ``+key`` to add a key the config does not have. Values are YAML values and reach the
-tool as exactly those values (see :func:`xstash_plugin.command.override_value`).
+tool as exactly those values (see :func:`xstash_plugin.config.overrides.override_value`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _canonical(value: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """``value`` with YAML dates as their text: OmegaConf (so the tool) reads a date as a string,
-    as it does in the config body (see :mod:`xstash_plugin.spec`)."""
+    as it does in the config body (see :mod:`xstash_plugin.config.interpolations`)."""
     if isinstance(value, datetime.date):
         return value.isoformat()
     if isinstance(value, list):
@@ -70,98 +70,13 @@ def _check_key(doc: YamlDoc, key: Any, where: tuple[str, ...]) -> ConfigError | 
 
 def parse_sweep(block: Any, doc: YamlDoc) -> tuple[list[Point], list[ConfigError]]:
     """The points of ``xstash.sweep`` in a stable order, with every problem found."""
-    where = ("xstash", "sweep")
-    line = doc.line(*where)
-    errors: list[ConfigError] = []
-    points: list[Point] = []
+    line = doc.line(*_WHERE)
+    if isinstance(block, (dict, list)) and not block:
+        return [], [ConfigError(doc.path, line, "the sweep is empty", SWEEP_HELP)]
     if isinstance(block, dict):
-        if not block:
-            return [], [ConfigError(doc.path, line, "the sweep is empty", SWEEP_HELP)]
-        axes: list[tuple[str, list[Any]]] = []
-        for key, values in block.items():
-            problem = _check_key(doc, key, where)
-            if problem is not None:
-                errors.append(problem)
-                continue
-            vline = doc.line(*where, key)
-            if not isinstance(values, list):
-                errors.append(
-                    ConfigError(
-                        doc.path,
-                        vline,
-                        f"sweep values of '{key}' must be a list, not {values!r}",
-                        f"write: {key}: [{values}]" if not isinstance(values, dict) else SWEEP_HELP,
-                    )
-                )
-                continue
-            if not values:
-                errors.append(
-                    ConfigError(
-                        doc.path,
-                        vline,
-                        f"sweep values of '{key}' are empty",
-                        "give at least one value",
-                    )
-                )
-                continue
-            values = _plain(values)
-            seen: dict[str, int] = {}
-            for index, value in enumerate(values):
-                canon = _canonical(value)
-                if canon in seen:
-                    errors.append(
-                        ConfigError(
-                            doc.path,
-                            doc.line(*where, key, str(index)),
-                            f"sweep value {value!r} of '{key}' is listed twice "
-                            f"(items {seen[canon] + 1} and {index + 1}): "
-                            "it would run the same point twice",
-                            "remove the duplicate",
-                        )
-                    )
-                seen.setdefault(canon, index)
-            axes.append((key, values))
-        if errors:
-            return [], errors
-        keys = [key for key, _ in axes]
-        for combo in itertools.product(*(values for _, values in axes)):
-            points.append(tuple(zip(keys, combo, strict=True)))
-        return points, []
+        return _grid(block, doc)
     if isinstance(block, list):
-        if not block:
-            return [], [ConfigError(doc.path, line, "the sweep is empty", SWEEP_HELP)]
-        seen_points: dict[str, int] = {}
-        for index, point in enumerate(block):
-            pline = doc.line(*where, str(index))
-            if not isinstance(point, dict) or not point:
-                errors.append(
-                    ConfigError(
-                        doc.path,
-                        pline,
-                        f"sweep point {index + 1} must be a non-empty mapping of "
-                        f"override key to value, not {point!r}",
-                        SWEEP_HELP,
-                    )
-                )
-                continue
-            bad = [p for p in (_check_key(doc, k, (*where, str(index))) for k in point) if p]
-            if bad:
-                errors.extend(bad)
-                continue
-            canon = _canonical(sorted(point.items(), key=lambda kv: str(kv[0])))
-            if canon in seen_points:
-                errors.append(
-                    ConfigError(
-                        doc.path,
-                        pline,
-                        f"sweep point {index + 1} repeats point {seen_points[canon] + 1}",
-                        "remove the duplicate point",
-                    )
-                )
-                continue
-            seen_points[canon] = index
-            points.append(tuple((key, _plain(value)) for key, value in point.items()))
-        return (points, []) if not errors else ([], errors)
+        return _point_list(block, doc)
     return [], [
         ConfigError(
             doc.path,
@@ -170,6 +85,101 @@ def parse_sweep(block: Any, doc: YamlDoc) -> tuple[list[Point], list[ConfigError
             SWEEP_HELP,
         )
     ]
+
+
+_WHERE = ("xstash", "sweep")
+
+
+def _grid(block: dict[Any, Any], doc: YamlDoc) -> tuple[list[Point], list[ConfigError]]:
+    """The cartesian product of a grid's values, in the order written."""
+    errors: list[ConfigError] = []
+    axes: list[tuple[str, list[Any]]] = []
+    for key, values in block.items():
+        problem = _check_key(doc, key, _WHERE)
+        if problem is not None:
+            errors.append(problem)
+            continue
+        vline = doc.line(*_WHERE, key)
+        if not isinstance(values, list):
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    vline,
+                    f"sweep values of '{key}' must be a list, not {values!r}",
+                    f"write: {key}: [{values}]" if not isinstance(values, dict) else SWEEP_HELP,
+                )
+            )
+            continue
+        if not values:
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    vline,
+                    f"sweep values of '{key}' are empty",
+                    "give at least one value",
+                )
+            )
+            continue
+        values = _plain(values)
+        seen: dict[str, int] = {}
+        for index, value in enumerate(values):
+            canon = _canonical(value)
+            if canon in seen:
+                errors.append(
+                    ConfigError(
+                        doc.path,
+                        doc.line(*_WHERE, key, str(index)),
+                        f"sweep value {value!r} of '{key}' is listed twice "
+                        f"(items {seen[canon] + 1} and {index + 1}): "
+                        "it would run the same point twice",
+                        "remove the duplicate",
+                    )
+                )
+            seen.setdefault(canon, index)
+        axes.append((key, values))
+    if errors:
+        return [], errors
+    keys = [key for key, _ in axes]
+    combos = itertools.product(*(values for _, values in axes))
+    return [tuple(zip(keys, combo, strict=True)) for combo in combos], []
+
+
+def _point_list(block: list[Any], doc: YamlDoc) -> tuple[list[Point], list[ConfigError]]:
+    """A list of explicit points, each once."""
+    errors: list[ConfigError] = []
+    points: list[Point] = []
+    seen_points: dict[str, int] = {}
+    for index, point in enumerate(block):
+        pline = doc.line(*_WHERE, str(index))
+        if not isinstance(point, dict) or not point:
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    pline,
+                    f"sweep point {index + 1} must be a non-empty mapping of "
+                    f"override key to value, not {point!r}",
+                    SWEEP_HELP,
+                )
+            )
+            continue
+        bad = [p for p in (_check_key(doc, k, (*_WHERE, str(index))) for k in point) if p]
+        if bad:
+            errors.extend(bad)
+            continue
+        canon = _canonical(sorted(point.items(), key=lambda kv: str(kv[0])))
+        if canon in seen_points:
+            errors.append(
+                ConfigError(
+                    doc.path,
+                    pline,
+                    f"sweep point {index + 1} repeats point {seen_points[canon] + 1}",
+                    "remove the duplicate point",
+                )
+            )
+            continue
+        seen_points[canon] = index
+        points.append(tuple((key, _plain(value)) for key, value in point.items()))
+    return (points, []) if not errors else ([], errors)
 
 
 def _id_value(value: Any) -> str:

@@ -4,21 +4,16 @@ Configs are parsed once per collection, so this is on the hot path: compose the 
 ``CSafeLoader`` (never the Python loader or OmegaConf), build the data from it, and keep the line
 of every mapping key so errors can say ``file:line``.
 
-Every file is untrusted input, so the work is bounded before anything is built: a file larger
-than :data:`MAX_FILE_BYTES` is not read, and nothing is constructed from a document nested
-deeper than :data:`MAX_DEPTH`, one whose anchors and aliases expand to more than
-:data:`MAX_NODES` values ("billion laughs"), one with an alias inside its own anchor, a second
-document, or any explicit tag that is not plain data (``!!python/...`` and custom tags: nothing
-is ever constructed from a tag).
-
-A file of up to :data:`COMPOSE_FIRST_CHARS` characters (every real config) is composed first:
-its node graph holds at most about :data:`MAX_NODES` nodes whatever it says (aliases are shared
-nodes, libyaml stops at 1,000 levels), and one walk over it checks the limits and finds the
-duplicate keys (:func:`_walk`). Only when the walk finds a problem, or composing fails, does the
-streaming scan of the parser's events (:func:`_check_events`) run, to name the first problem in
-document order at its line. A larger file is scanned before it is composed, so that no node of a
-document beyond the limits is ever built. A plain document's data is then built directly
-(:func:`_construct`), and its lines are read from the graph only when asked for.
+Every file is untrusted input: the bounds it is held to (size, depth, expanded values, tags) and
+their checks are in :mod:`.yamllimits`. A file of up to :data:`COMPOSE_FIRST_CHARS` characters
+(every real config) is composed first: its node graph holds at most about :data:`MAX_NODES` nodes
+whatever it says (aliases are shared nodes, libyaml stops at 1,000 levels), and one walk over it
+checks the limits and finds the duplicate keys (:func:`walk`). Only when the walk finds a
+problem, or composing fails, does the streaming scan of the parser's events
+(:func:`check_events`) run, to name the first problem in document order at its line. A larger
+file is scanned before it is composed, so that no node of a document beyond the limits is ever
+built. A plain document's data is then built directly (:func:`_construct`), and its lines are
+read from the graph only when asked for.
 """
 
 from __future__ import annotations
@@ -31,6 +26,20 @@ from typing import Any
 
 import yaml
 
+from xstash_plugin.config.text import printable, quote
+from xstash_plugin.config.yamllimits import (
+    COMPOSE_FIRST_CHARS,
+    CORE,
+    FAST_TAGS,
+    FLATTEN,
+    MAX_FILE_BYTES,
+    Beyond,
+    KeyPath,
+    beyond_error,
+    check_events,
+    depth_error,
+    walk,
+)
 from xstash_plugin.errors import ConfigError
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C loader if built
@@ -76,72 +85,7 @@ def dump_yaml(data: Any) -> str:
     return text
 
 
-# The limits below keep every downstream step (OmegaConf, Hydra, JSON, hashing) bounded.
-MAX_FILE_BYTES = 10 * 1024 * 1024  # 10 MiB: a config holds settings, not data
-MAX_NODES = 100_000  # values (scalars, lists, mappings, keys) after expanding aliases
-MAX_DEPTH = 32  # nested lists/mappings, top level included: OmegaConf recurses ~13 frames each
-# Up to this many characters a file is composed before it is checked: a node takes about a
-# character at the least ('?,' in a flow mapping: two), so its graph stays within MAX_NODES.
-COMPOSE_FIRST_CHARS = MAX_NODES // 2
-
-_CORE = "tag:yaml.org,2002:"
-# Explicit tags that still mean plain data (what OmegaConf and Hydra can hold).
-_PLAIN_KINDS = ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp")
-PLAIN_TAGS = frozenset({"!", *(_CORE + kind for kind in _PLAIN_KINDS)})  # timestamp: a string
-# The tags :func:`_construct` builds itself (a merge key or a timestamp is left to PyYAML).
-_FAST_KINDS = ("str", "int", "float", "bool", "null", "seq", "map")
-_FAST_TAGS = frozenset(_CORE + kind for kind in _FAST_KINDS)
-_STR = _CORE + "str"
-
-KeyPath = tuple[str, ...]
-
-
-QUOTE_LIMIT = 1000  # characters of a value a message repeats
-
-# Characters a message must not carry to a terminal: C0/C1 controls (ANSI escapes, bells,
-# carriage returns) and bidirectional overrides. A newline is the message's own layout.
-_UNPRINTABLE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
-    """``repr(value)`` for messages: control characters escaped, at most ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 4]}...{text[-1]}"
-
-
-def elide(text: str, limit: int) -> str:
-    """``text`` if it has at most ``limit`` characters, else its head and tail with its length:
-    for every text a person reads (commands, table cells), never for records."""
-    if len(text) <= limit:
-        return text
-    keep = max(limit // 2 - 12, 4)
-    total = f"{len(text):,}"
-    already = _ELIDED.search(text)
-    if (
-        already and "..." in text[: already.start()]
-    ):  # elided before (a record's value, shown in a table): keep the true length
-        text, total = text[: already.start()], already[1]
-    return f"{text[:keep]}...{text[-keep:]} ({total} chars)"
-
-
-_ELIDED = re.compile(r" \(([0-9,]+) chars\)$")
-
-
-def printable(text: str) -> str:
-    """``text`` with every character that could act on a terminal written as an escape."""
-    return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
-
-
-def printable_error(error: ConfigError) -> ConfigError:
-    """``error`` with its message and fix made :func:`printable` (the same object when clean)."""
-    what, fix = printable(error.what), printable(error.fix)
-    if (what, fix) == (error.what, error.fix):
-        return error
-    return ConfigError(error.path, error.line, what, fix)
-
-
-def _short_tag(tag: str) -> str:
-    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+_STR = CORE + "str"
 
 
 @dataclass
@@ -189,15 +133,6 @@ class YamlDoc:
         return 1
 
 
-class _Beyond(Exception):
-    """The walk left the limits (:func:`_walk`); the event scan says where."""
-
-    def __init__(self, what: str, line: int) -> None:
-        super().__init__(what)
-        self.what = what
-        self.line = line
-
-
 def _record_lines(root: yaml.Node) -> dict[KeyPath, int]:
     """The line of every key path (iterative: no recursion), read from the node graph.
 
@@ -227,238 +162,15 @@ def _record_lines(root: yaml.Node) -> dict[KeyPath, int]:
     return lines
 
 
-def _walk(root: yaml.Node, doc: YamlDoc) -> tuple[bool, bool]:
-    """Record every duplicate key and check the limits, in one pass over the composed graph
-    (recursive, but never deeper than :data:`MAX_DEPTH`). Lines are not recorded here: the
-    document reads them from the graph when it is first asked for one (:meth:`YamlDoc.line`).
-
-    Aliases share nodes: each node is visited once, under the first path that reaches it, and
-    its expanded size and depth are kept for every later alias to it; reaching a node that is
-    still being visited is an alias inside its own anchor. Raises :class:`_Beyond` at the first
-    limit passed. Returns whether the document is plain (False: the event scan must judge it:
-    a tag that is not plain data, or a key that is itself a list or mapping, whose values are
-    not counted here) and whether :func:`_construct` can build it (only :data:`_FAST_TAGS`).
-    """
-    walk = _Walk(doc.duplicates)
-    if isinstance(root, yaml.ScalarNode):
-        if root.tag not in _FAST_TAGS:
-            walk.tag(root.tag)
-    else:
-        walk.visit(root, (), 1)
-    return walk.plain, walk.fast
-
-
-class _Walk:
-    """The state of one :func:`_walk` (a class, not closures: closures that call each other
-    are a reference cycle, left for the garbage collector with all they hold)."""
-
-    __slots__ = ("done", "duplicates", "fast", "plain", "walking")
-
-    def __init__(self, duplicates: list[tuple[KeyPath, int, int]]) -> None:
-        self.duplicates = duplicates
-        self.done: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, levels)
-        self.walking: set[int] = set()  # ids of the lists and mappings being visited
-        self.plain = True
-        self.fast = True
-
-    def tag(self, tag: str) -> None:
-        """Note a tag other than :data:`_FAST_TAGS`."""
-        self.fast = False
-        if tag not in PLAIN_TAGS:
-            self.plain = False
-
-    def nested(self, node: yaml.Node, path: KeyPath, level: int) -> tuple[int, int]:
-        """Values and levels of the list or mapping ``node`` inside another, at nesting
-        ``level`` (1: the top)."""
-        key = id(node)
-        known = self.done.get(key)
-        if known is None:
-            if key in self.walking:
-                raise _Beyond("recursion", node.start_mark.line + 1)
-            if level > MAX_DEPTH:
-                raise _Beyond("depth", node.start_mark.line + 1)
-            return self.visit(node, path, level)
-        if level + known[1] - 1 > MAX_DEPTH:
-            raise _Beyond("depth", node.start_mark.line + 1)
-        return known
-
-    def visit(self, node: yaml.Node, prefix: KeyPath, level: int) -> tuple[int, int]:
-        """Values and levels of the list or mapping ``node``, at nesting ``level``."""
-        key = id(node)
-        self.walking.add(key)
-        if node.tag not in _FAST_TAGS:
-            self.tag(node.tag)
-        size = 1
-        levels = 0
-        inside: list[tuple[yaml.Node, str]] = []  # lists and mappings in it, after its keys
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, yaml.Node] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.plain = self.fast = False  # the scan counts what such a key holds
-                    continue
-                if key_node.tag not in _FAST_TAGS:
-                    self.tag(key_node.tag)  # '<<' too: merging is left to PyYAML
-                name = str(key_node.value)
-                if name in first and name != "<<":  # several merge keys all merge
-                    self.duplicates.append(
-                        (
-                            (*prefix, name),
-                            first[name].start_mark.line + 1,
-                            key_node.start_mark.line + 1,
-                        )
-                    )
-                else:
-                    first[name] = key_node
-                if isinstance(value_node, yaml.ScalarNode):
-                    size += 2
-                    if value_node.tag not in _FAST_TAGS:
-                        self.tag(value_node.tag)
-                else:
-                    size += 1
-                    inside.append((value_node, name))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                if isinstance(item, yaml.ScalarNode):
-                    size += 1
-                    if item.tag not in _FAST_TAGS:
-                        self.tag(item.tag)
-                else:
-                    inside.append((item, str(index)))
-        for child, name in inside:  # in document order: so are the duplicates they hold
-            values, deep = self.nested(child, (*prefix, name), level + 1)
-            size += values
-            if deep > levels:
-                levels = deep
-        if size > MAX_NODES:
-            raise _Beyond("values", node.start_mark.line + 1)
-        self.walking.discard(key)
-        self.done[key] = (size, levels + 1)
-        return size, levels + 1
-
-
-@dataclass
-class _Open:
-    """A list or mapping the event scan is inside of."""
-
-    anchor: str | None
-    start_total: int  # expanded values before it
-    depth: int
-    deepest: int  # the deepest level reached inside it (aliases expanded)
-
-
-def _check_events(loader: Any, path: Path) -> None:
-    """Stream the parser's events once: bound depth and expanded size, refuse a second document,
-    recursive aliases and tags that are not plain data, each at its line. Runs before composing
-    a large file, and after composing a small one only when there is a problem to name."""
-    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (expanded values, levels of nesting)
-    opened: list[_Open] = []
-    total = 0
-    documents = 0
-    while True:
-        event = loader.get_event()
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.StreamEndEvent):
-            return
-        if isinstance(event, yaml.DocumentStartEvent):
-            documents += 1
-            if documents > 1:
-                raise ConfigError(
-                    path,
-                    line,
-                    "a second YAML document starts here: this file holds more than one "
-                    "('---' separates documents)",
-                    "keep one document per file: remove this '---' and merge the parts, or "
-                    "move the second document to a file of its own",
-                )
-            continue
-        tag = getattr(event, "tag", None)
-        if tag is not None and tag not in PLAIN_TAGS:
-            short = _short_tag(tag)
-            why = (
-                "xstash reads YAML as plain data and never creates Python objects"
-                if short.startswith("!!python/")
-                else "a config holds plain values: strings, numbers, booleans, null, lists "
-                "and mappings"
-            )
-            raise ConfigError(
-                path,
-                line,
-                f"the tag {quote(short)} is not allowed: {why}",
-                f"remove {quote(short)} and write the value as plain YAML",
-            )
-        if isinstance(event, yaml.AliasEvent):
-            anchor = str(event.anchor)
-            inside = next((o for o in opened if o.anchor == anchor), None)
-            if inside is not None:
-                raise ConfigError(
-                    path,
-                    line,
-                    f"alias '*{anchor}' is inside its own anchor '&{anchor}': the value "
-                    "would contain itself forever",
-                    f"an alias repeats a block that ends before it: move '*{anchor}' out of "
-                    "that block",
-                )
-            if anchor not in sizes:
-                continue  # undefined: composing reports it with its line
-            size, levels = sizes[anchor]
-            total += size
-            reached = len(opened) + levels
-            via_alias = levels > 0
-        elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
-            total += 1
-            via_alias = False
-            if isinstance(event, yaml.ScalarEvent):
-                if event.anchor is not None:
-                    sizes[str(event.anchor)] = (1, 0)
-                reached = len(opened)
-            else:
-                opened.append(_Open(event.anchor, total - 1, len(opened) + 1, len(opened) + 1))
-                reached = len(opened)
-        elif isinstance(event, yaml.CollectionEndEvent):
-            closed = opened.pop()
-            if closed.anchor is not None:
-                sizes[str(closed.anchor)] = (
-                    total - closed.start_total,
-                    closed.deepest - closed.depth + 1,
-                )
-            if opened:
-                opened[-1].deepest = max(opened[-1].deepest, closed.deepest)
-            continue
-        else:
-            continue
-        if opened:
-            opened[-1].deepest = max(opened[-1].deepest, reached)
-        if reached > MAX_DEPTH:
-            raise ConfigError(
-                path,
-                line,
-                f"lists and mappings are nested more than {MAX_DEPTH} levels deep here"
-                + (f" (counting what '*{event.anchor}' repeats)" if via_alias else ""),
-                f"flatten the structure: xstash, OmegaConf and Hydra take at most {MAX_DEPTH} "
-                "levels",
-            )
-        if total > MAX_NODES:
-            raise ConfigError(
-                path,
-                line,
-                f"the document expands to more than {MAX_NODES:,} values here: anchors and "
-                "aliases ('&name' ... '*name') repeat whole blocks, and repeats of repeats "
-                "multiply",
-                f"a config holds settings, not data: keep it under {MAX_NODES:,} values with "
-                "aliases expanded, and put large data in a file the tool reads",
-            )
-
-
 _SCALARS: dict[str, Any] = {
     tag: _Loader.yaml_constructors[tag]
-    for tag in _FAST_TAGS
+    for tag in FAST_TAGS
     if tag.endswith(("int", "float", "bool", "null"))
 }
 
 
 def _construct(root: yaml.Node, loader: Any) -> Any:
-    """The data of a checked graph whose every tag is in :data:`_FAST_TAGS`: what
+    """The data of a checked graph whose every tag is in :data:`FAST_TAGS`: what
     ``loader.construct_document(root)`` gives (scalars are converted by the same functions, an
     alias gives the same object), at a fraction of its cost. Should anything fail, PyYAML's
     constructor builds it instead (and raises what it raises)."""
@@ -490,38 +202,12 @@ def _build(node: yaml.Node, loader: Any, built: dict[int, Any]) -> Any:
 
 
 def _scan(text: str, path: Path) -> None:
-    """Run :func:`_check_events` over ``text``."""
+    """Run :func:`check_events` over ``text``."""
     scan = _Loader(text)
     try:
-        _check_events(scan, path)
+        check_events(scan, path)
     finally:
         scan.dispose()
-
-
-def _beyond_error(beyond: _Beyond, path: Path) -> ConfigError:
-    """What :func:`_walk` found, should the event scan not have named it first."""
-    if beyond.what == "recursion":
-        return ConfigError(
-            path,
-            beyond.line,
-            "an alias is inside its own anchor: the value would contain itself forever",
-            "an alias repeats a block that ends before it: move it out of that block",
-        )
-    if beyond.what == "depth":
-        return ConfigError(
-            path,
-            beyond.line,
-            f"lists and mappings are nested more than {MAX_DEPTH} levels deep here",
-            f"flatten the structure: xstash, OmegaConf and Hydra take at most {MAX_DEPTH} levels",
-        )
-    return ConfigError(
-        path,
-        beyond.line,
-        f"the document expands to more than {MAX_NODES:,} values: anchors and aliases "
-        "('&name' ... '*name') repeat whole blocks, and repeats of repeats multiply",
-        f"a config holds settings, not data: keep it under {MAX_NODES:,} values with aliases "
-        "expanded, and put large data in a file the tool reads",
-    )
 
 
 def _char_at(text: str, mark: Any) -> str:
@@ -539,12 +225,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: Path) -> ConfigErr
     line = mark.line + 1 if mark is not None else None
     problem = exc.problem or "invalid YAML"
     if "exceeded maximum nesting depth" in problem:  # libyaml's own limit (1000 levels)
-        return ConfigError(
-            path,
-            line,
-            f"lists and mappings are nested more than {MAX_DEPTH} levels deep here",
-            f"flatten the structure: xstash, OmegaConf and Hydra take at most {MAX_DEPTH} levels",
-        )
+        return depth_error(path, line)
     if "cannot start any token" in problem and _char_at(text, exc.problem_mark) == "\t":
         problem += " (a tab: YAML indents with spaces only)"
     if exc.context:
@@ -606,7 +287,7 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
     """Parse ``text`` (the content of ``path``) into a :class:`YamlDoc`.
 
     Raises :class:`ConfigError` with the line for any syntax error, and for any document beyond
-    the limits (:data:`MAX_DEPTH`, :data:`MAX_NODES`).
+    the limits (:data:`MAX_DEPTH`, :data:`MAX_NODES`, see :mod:`.yamllimits`).
     """
     try:
         compose_first = len(text) <= COMPOSE_FIRST_CHARS
@@ -623,11 +304,11 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
             doc = YamlDoc(path=path, data=None, text=text)
             if node is not None:
                 try:
-                    plain, fast = _walk(node, doc)
-                except _Beyond as beyond:
+                    plain, fast = walk(node, doc.duplicates)
+                except Beyond as beyond:
                     if compose_first:
                         _scan(text, path)  # names the problem, at its line
-                    raise _beyond_error(beyond, path) from None  # (the scan always does)
+                    raise beyond_error(beyond, path) from None  # (the scan always does)
                 if not plain and compose_first:
                     _scan(text, path)
                 try:
@@ -652,7 +333,7 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
             path,
             None,
             "lists and mappings are nested too deeply to read",
-            f"flatten the structure: xstash, OmegaConf and Hydra take at most {MAX_DEPTH} levels",
+            FLATTEN,
         ) from None
     return doc
 

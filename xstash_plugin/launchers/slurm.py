@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.launchers.local import RunRequest
+from xstash_plugin.run.record import RunRecord
 
 FINAL_STATES = {
     "COMPLETED",
@@ -191,19 +192,20 @@ def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: s
     return SlurmJob(job, request)
 
 
-def attach(record: dict[str, Any], env: dict[str, str]) -> SlurmJob:
-    """The job a detached session submitted, from its run record."""
+def attach(record: RunRecord, run_dir: Path, env: dict[str, str]) -> SlurmJob:
+    """The job a detached session submitted, from its run record (in ``run_dir``)."""
     import submitit
 
-    run_dir = Path(record["argv"][record["argv"].index("--config-dir") + 1]).parent
+    if not record.argv or not record.cwd or not record.slurm_folder or not record.job_id:
+        raise ValueError(f"the record in {run_dir} does not name a submitted job")
     request = RunRequest(
-        argv=tuple(record["argv"]),
-        cwd=Path(record["cwd"]),
+        argv=tuple(record.argv),
+        cwd=Path(record.cwd),
         env=env,
         run_dir=run_dir,
-        timeout=record.get("timeout"),
+        timeout=record.timeout,
     )
-    job: Any = submitit.SlurmJob(folder=record["slurm_folder"], job_id=str(record["job_id"]))
+    job: Any = submitit.SlurmJob(folder=record.slurm_folder, job_id=str(record.job_id))
     attached = SlurmJob(job, request)
-    attached.submitted = float(record.get("started") or time.time())
+    attached.submitted = float(record.started or time.time())
     return attached

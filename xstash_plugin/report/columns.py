@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 
 from xstash_plugin.config.durations import format_duration
-from xstash_plugin.report.html import is_number, link_target, metric_value, verdict_of
-from xstash_plugin.report.rows import TERMINAL_METRICS, fmt, metric_columns
+from xstash_plugin.report.html import link_target
+from xstash_plugin.report.rows import (
+    TERMINAL_METRICS,
+    fmt,
+    is_number,
+    metric_columns,
+    metric_value,
+    verdict_of,
+)
 
 HEADER = (
     '<th class="sortable" data-column-type="xstashTool">Tool</th>',

@@ -15,27 +15,27 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
+import sys
 import threading
 import time
-import unicodedata
-from collections.abc import Callable, Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import pytest
 
-from xstash_plugin.config.durations import parse_duration
 from xstash_plugin.fsutil import write_own_file
-from xstash_plugin.masking import mask
+from xstash_plugin.report.progress_text import block_lines, plain_lines
+from xstash_plugin.run.stale import is_alive
+from xstash_plugin.settings import DEFAULT_PROGRESS_INTERVAL as DEFAULT_INTERVAL
+from xstash_plugin.settings import PROGRESS_MODES as MODES
 
 if TYPE_CHECKING:
+    from xstash_plugin.config.experiment import Experiment
     from xstash_plugin.launchers.local import RunRequest
-    from xstash_plugin.run.items import ExperimentItem
     from xstash_plugin.session import State
 
-MODES = ("auto", "tty", "plain", "off")
 PROGRESS_HELP = (
     "show the experiments that are running, for how long, against their estimated_runtime, "
     "and the last line each tool printed: auto (default: a live block in a terminal, plain "
@@ -43,17 +43,7 @@ PROGRESS_HELP = (
     "tty, plain or off"
 )
 INTERVAL_HELP = "seconds between plain progress lines (not in a terminal or under CI; default 30s)"
-DEFAULT_INTERVAL = "30s"
 TTY_REFRESH = 1.0  # seconds between redraws of the live block
-TAIL_BYTES = 8192  # how much of the end of a log is read for its last line
-PLAIN_TEXT = 200  # the most characters of a tool's line shown in a plain progress line
-
-_ESCAPES = re.compile(
-    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL or ST
-    r"|\x1b\[[0-?]*[ -/]*[@-~]"  # CSI (colours, cursor moves)
-    r"|\x1b[@-Z\\-_]"  # other two-byte escapes
-)
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 TRACKER_KEY = pytest.StashKey["Tracker"]()
 _ANNOUNCED = pytest.StashKey[Path]()
@@ -73,21 +63,15 @@ def addoption(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
 
 def setup(config: pytest.Config, state: State) -> None:
     """Register the run tracker (every process) and, in the terminal's owner, the display."""
-    folder = state.output_root / ".xstash" / "progress" / state.session_id
+    folder = state.xstash_dir / "progress" / state.session_id
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # the controller decided, and told us
         if workerinput.get("xstash_progress"):
             config.stash[TRACKER_KEY] = Tracker(folder)
             config.pluginmanager.register(config.stash[TRACKER_KEY], "xstash-progress-tracker")
         return
-    mode = _requested_mode(config)
-    interval_text = str(config.getini("xstash_progress_interval") or DEFAULT_INTERVAL)
-    try:
-        interval = parse_duration(interval_text)
-    except ValueError as exc:
-        raise pytest.UsageError(f"ini xstash_progress_interval: {exc}") from None
-    if interval <= 0:
-        raise pytest.UsageError(f"ini xstash_progress_interval: {interval_text!r} must be > 0")
+    mode = _requested_mode(config, str(state.settings.progress.value))
+    interval = float(state.settings.progress_interval.value)
     if mode == "off":
         config.pluginmanager.register(_Off(), "xstash-progress")
         return
@@ -96,10 +80,8 @@ def setup(config: pytest.Config, state: State) -> None:
     config.pluginmanager.register(Display(config, folder, mode, interval), "xstash-progress")
 
 
-def _requested_mode(config: pytest.Config) -> str:
-    mode = config.getoption("xstash_progress") or str(config.getini("xstash_progress") or "auto")
-    if mode not in MODES:
-        raise pytest.UsageError(f"ini xstash_progress: {mode!r} is not one of {', '.join(MODES)}")
+def _requested_mode(config: pytest.Config, mode: str) -> str:
+    """What the display can do of the mode asked for (settings.py checked the name)."""
     if config.option.collectonly or config.pluginmanager.is_blocked("terminal"):
         return "off"
     if mode == "auto" and config.getoption("capture") == "no":
@@ -107,7 +89,23 @@ def _requested_mode(config: pytest.Config) -> str:
     return mode
 
 
-def announce(item: ExperimentItem, request: RunRequest, pid: int) -> None:
+class Announced(Protocol):
+    """What announcing a run needs of its item (an experiment item is one): progress does not
+    import the items, which import progress."""
+
+    @property
+    def nodeid(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> pytest.Config: ...
+    @property
+    def stash(self) -> pytest.Stash: ...
+    @property
+    def experiment(self) -> Experiment: ...
+
+
+def announce(item: Announced, request: RunRequest, pid: int) -> None:
     """The tool of ``item`` just started as ``pid``: make it visible to the display."""
     tracker = item.config.stash.get(TRACKER_KEY, None)
     if tracker is not None:
@@ -129,7 +127,7 @@ class Tracker:
         self.folder = folder
         self.count = itertools.count()
 
-    def announce(self, item: ExperimentItem, request: RunRequest, pid: int) -> None:
+    def announce(self, item: Announced, request: RunRequest, pid: int) -> None:
         experiment = item.experiment
         data = {
             "nodeid": item.nodeid,
@@ -165,97 +163,6 @@ class Tracker:
                     path.unlink()
 
 
-# --- what is shown -------------------------------------------------------------------------
-
-
-def clean(line: str) -> str:
-    """What a terminal would show of ``line``: the latest state of a ``\\r`` progress bar,
-    without escape sequences or control characters."""
-    for segment in reversed(_ESCAPES.sub("", line).split("\r")):
-        text = _CONTROLS.sub("", segment.replace("\t", " ")).strip()
-        if text:
-            return text
-    return ""
-
-
-def last_line(path: Path) -> str:
-    """The last non-empty line of a log, reading at most its last ``TAIL_BYTES``."""
-    try:
-        with open(path, "rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            log.seek(max(0, size - TAIL_BYTES))
-            data = log.read(TAIL_BYTES)
-    except OSError:
-        return ""
-    for line in reversed(data.decode("utf-8", errors="replace").split("\n")):
-        text = clean(line)
-        if text:
-            return text
-    return ""
-
-
-def latest_output(paths: list[Path]) -> str:
-    """The last line of whichever log changed last (tools print progress bars on stderr)."""
-    stamped = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            info = path.stat()
-            if info.st_size:
-                stamped.append((info.st_mtime_ns, path))
-    for _, path in sorted(stamped, reverse=True):
-        text = last_line(path)
-        if text:
-            return text
-    return ""
-
-
-def short(seconds: float) -> str:
-    """``12s``, ``3m05s``, ``30m``, ``1h02m``."""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-
-
-def cells(text: str) -> int:
-    """Terminal columns taken by ``text``."""
-    return sum(_cell(char) for char in text)
-
-
-def _cell(char: str) -> int:
-    if unicodedata.combining(char):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
-def fit(text: str, width: int) -> str:
-    """``text`` cut to at most ``width`` terminal columns."""
-    if cells(text) <= width:
-        return text
-    used = 0
-    for index, char in enumerate(text):
-        used += _cell(char)
-        if used > width - 1:
-            return text[:index] + "…"
-    return text
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running(folder: Path) -> list[dict[str, Any]]:
     """The announced runs whose process is still alive, oldest first."""
     runs = []
@@ -268,113 +175,95 @@ def running(folder: Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # just retired
-        if isinstance(data, dict) and _alive(data.get("worker_pid")):
+        if not isinstance(data, dict):
+            continue
+        pid = data.get("worker_pid")  # no identity recorded: its existence is the best guess
+        if not isinstance(pid, int) or is_alive(pid, None):
             runs.append(data)
     return sorted(runs, key=lambda run: (float(run.get("started") or 0), str(run.get("nodeid"))))
 
 
-def describe(runs: list[dict[str, Any]], now: float) -> list[tuple[str, str, str]]:
-    """(label, timing, last output line) of each run."""
-    rows = []
-    for run in runs:
-        label = f"{run.get('name')} ({run.get('tool')})"
-        elapsed = max(0.0, now - float(run.get("started") or now))
-        timing = short(elapsed)
-        estimate = run.get("estimated_seconds")
-        if isinstance(estimate, (int, float)) and estimate > 0:
-            timing += f" / est {short(estimate)}"
-            if elapsed > estimate:
-                timing += " (over)"
-        paths = [Path(run[key]) for key in ("stdout", "stderr") if run.get(key)]
-        rows.append((label, timing, mask(latest_output(paths))))
-    return rows
-
-
-def plain_lines(runs: list[dict[str, Any]], now: float) -> list[str]:
-    lines = []
-    for label, timing, text in describe(runs, now):
-        tail = f" | {fit(text, PLAIN_TEXT)}" if text else ""
-        lines.append(f"xstash: running {label} {timing}{tail}")
-    return lines
-
-
-def block_lines(runs: list[dict[str, Any]], now: float, width: int) -> list[str]:
-    if not runs:
-        return []
-    rows = describe(runs, now)
-    label_width = max(cells(label) for label, _, _ in rows)
-    timing_width = max(len(timing) for _, timing, _ in rows)
-    lines = [f"xstash: {len(rows)} running"]
-    for label, timing, text in rows:
-        line = f"  {label}{' ' * (label_width - cells(label))}  {timing:<{timing_width}}"
-        lines.append(line + f" | {text}" if text else line.rstrip())
-    return [fit(line, width - 1) for line in lines]
-
-
 # --- the terminal --------------------------------------------------------------------------
+#
+# pytest has no public way to share its terminal with another thread. The block shares it on
+# these terms, all through public names:
+# - It is written to a duplicate of the terminal's file descriptor: without xdist, the tests'
+#   output capture redirects the descriptor itself while a tool runs, so nothing written
+#   through pytest's TerminalReporter from the thread would reach the terminal. pytest has no
+#   public accessor for the reporter's file: it is the ``sys.stdout`` of ``pytest_configure``
+#   time (pytest's own ``pytest_configure`` makes ``TerminalReporter(config, sys.stdout)``,
+#   while output capture is suspended), so the display takes that stream then too.
+# - It is erased before pytest writes: by hook wrappers around the hooks in which pytest and
+#   pytest-xdist write to the terminal while the tests run (see ``Display``), which also
+#   flush pytest's buffer so that its output and ours stay in order. The few lines written
+#   outside hooks (pytest-xdist's worker-crash notices, live logging under ``log_cli``) are
+#   not announced: one may land on the block, until the next redraw clears all below pytest's
+#   cursor.
+# - Where pytest's unfinished line ends (the cursor goes back there) and how wide the terminal
+#   is are read from the writer of the public ``Config.get_terminal_writer()``: its properties
+#   ``width_of_current_line`` and ``fullwidth``, nothing else; nothing is written through it.
+# - Plain lines leave pytest's unfinished line above them, and what pytest writes next starts
+#   a new line; pytest must know it does (it pads ``[ 50%]`` to the width it believes its line
+#   has). So the newline that ends the last plain line is written through
+#   ``TerminalReporter.write`` at pytest's next write, which resets pytest's idea of its line.
 
 
 class Screen:
-    """Shares pytest's terminal with pytest: every write of pytest's terminal writer first
-    erases the live block (if one is drawn) and records where pytest's current line ends, so
-    the block can be drawn below it and the cursor put back exactly there.
+    """The live block (or the plain lines) below pytest's output."""
 
-    The block is written to a duplicate of the terminal's file descriptor: without xdist, the
-    tests' output capture redirects the terminal's own descriptor while a tool runs."""
-
-    WRAPPED = ("write", "write_raw", "flush")
-
-    def __init__(self, writer: Any, tty: bool) -> None:
-        self.writer = writer
+    def __init__(
+        self,
+        config: pytest.Config,
+        reporter: pytest.TerminalReporter,
+        stream: TextIO | None,
+        tty: bool,
+    ) -> None:
+        self.reporter = reporter
+        self.writer = config.get_terminal_writer()  # read only, see above
         self.tty = tty
         self.lock = threading.RLock()
-        self.partial = ""  # what pytest wrote after its last newline
         self.drawn = False  # a block is drawn below the cursor
+        self.newline_owed = False  # plain lines end without a newline, see above
         self.depth = 0
         self.wake = threading.Event()
         self.fd: int | None = None
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            writer.flush()
-            self.fd = os.dup(writer._file.fileno())
-        self.originals: dict[str, Callable[..., Any]] = {}
-        for name in self.WRAPPED:
-            original = getattr(writer, name, None)
-            if original is not None:
-                self.originals[name] = original
-                setattr(writer, name, self._wrap(original, track=name != "flush"))
+            reporter.flush()
+            if stream is not None:
+                self.fd = os.dup(stream.fileno())
 
-    def _wrap(self, original: Callable[..., Any], track: bool) -> Callable[..., Any]:
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with self.lock:
-                self.depth += 1
-                try:
-                    if self.depth == 1 and track:
-                        self._erase()
-                    result = original(*args, **kwargs)
-                    if self.depth == 1 and track:
-                        self._track(str(args[0] if args else kwargs.get("msg", "")))
-                        self.originals["flush"]()  # our own writes bypass its buffer
-                    return result
-                finally:
-                    self.depth -= 1
-                    if self.depth == 0 and self.tty and track:
+    @contextlib.contextmanager
+    def pytest_writes(self) -> Iterator[None]:
+        """Around a hook in which pytest may write: no block meanwhile, then one drawn anew."""
+        with self.lock:
+            self.depth += 1
+            try:
+                if self.depth == 1:
+                    self._flush()
+                    self._erase()
+                    self._pay_newline()
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    self._flush()
+                    if self.tty:
                         self.wake.set()
 
-        return wrapped
+    def _flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.reporter.flush()
 
-    def _track(self, text: str) -> None:
-        text = _ESCAPES.sub("", text)
-        if "\n" in text:
-            self.partial = text.rsplit("\n", 1)[1]
-        else:
-            self.partial += text
-        if "\r" in self.partial:
-            self.partial = self.partial.rsplit("\r", 1)[1]
+    def _pay_newline(self) -> None:
+        if self.newline_owed:
+            self.newline_owed = False
+            with contextlib.suppress(OSError, ValueError):
+                self.reporter.write("\n", flush=True)
 
     def _out(self, text: str) -> None:
-        if self.fd is None:
-            self.originals["write_raw" if "write_raw" in self.originals else "write"](text)
-            self.originals["flush"]()
+        if self.fd is None:  # the stream has no descriptor (an in-process run): through pytest
+            write = getattr(self.reporter, "write_raw", self.reporter.write)  # write_raw: 9.0+
+            write(text, flush=True)
             return
         data = text.encode("utf-8", errors="replace")
         while data:
@@ -386,11 +275,16 @@ class Screen:
             with contextlib.suppress(OSError):
                 self._out("\x1b[J")
 
+    def column(self) -> int | None:
+        """Where pytest's unfinished line ends; None when unknown (it holds a ``\\r``)."""
+        width = self.writer.width_of_current_line
+        return width if width >= 0 else None
+
     def draw(self, lines: list[str]) -> None:
         """Replace the live block by ``lines`` (none: remove it)."""
         with self.lock:
-            column = cells(self.partial)
-            if not lines or column >= self.width() - 1:
+            column = self.column()
+            if not lines or column is None or column >= self.width() - 1:
                 self._erase()
                 return
             text = "\x1b[J" if self.drawn else ""
@@ -405,35 +299,30 @@ class Screen:
         """Plain lines, on lines of their own. As with pytest's live logs, pytest's unfinished
         line stays above them, and what it writes next starts a new line."""
         with self.lock:
-            head = "\n" if self.partial else ""
+            head = "\n" if self.newline_owed or self.column() != 0 else ""
             with contextlib.suppress(OSError):
-                self._out(head + "\n".join(lines) + "\n")
-            self.partial = ""
-            if self.fd is not None and isinstance(getattr(self.writer, "_current_line", 0), str):
-                self.writer._current_line = ""  # pytest fills its lines up to [ 50%] by it
+                self._out(head + "\n".join(lines))
+            self.newline_owed = True
 
     def width(self) -> int:
         try:
             return int(self.writer.fullwidth)
-        except (AttributeError, OSError, ValueError):
+        except (OSError, ValueError):
             return 80
 
     def close(self) -> None:
         with self.lock:
             self._erase()
-            for name in self.originals:
-                self.writer.__dict__.pop(name, None)
+            self._pay_newline()
             if self.fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self.fd)
                 self.fd = None
 
 
-def _is_terminal(writer: Any) -> bool:
-    try:
-        return bool(writer._file.isatty())
-    except (AttributeError, OSError, ValueError):
-        return False
+def _is_terminal(reporter: pytest.TerminalReporter) -> bool:
+    isatty: object = reporter.isatty  # a bool (pytest 8), a bool one can also call (pytest 9)
+    return bool(isatty() if callable(isatty) else isatty)
 
 
 def _on_ci() -> bool:
@@ -448,6 +337,7 @@ class Display:
         self.folder = folder
         self.mode = mode
         self.interval = interval
+        self.stream: TextIO | None = sys.stdout  # pytest's terminal, see "the terminal" above
         self.screen: Screen | None = None
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -464,18 +354,32 @@ class Display:
         finally:
             self.stop()
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True, optionalhook=True)
+    def _around_pytest_writes(self) -> Generator[None, object, object]:
+        if self.screen is None:
+            return (yield)
+        with self.screen.pytest_writes():
+            return (yield)
+
+    # The hooks in which pytest writes to the terminal while the tests run; pytest-xdist's
+    # controller too, when a worker (re)starts, is ready, or is gone.
+    pytest_runtest_logstart = pytest_runtest_logreport = _around_pytest_writes
+    pytest_runtest_logfinish = pytest_collectreport = _around_pytest_writes
+    pytest_internalerror = pytest_xdist_newgateway = _around_pytest_writes
+    pytest_testnodeready = pytest_testnodedown = _around_pytest_writes
+
     def start(self) -> None:
+        reporter: pytest.TerminalReporter | None
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        writer = getattr(reporter, "_tw", None)
-        if writer is None:
+        if reporter is None:
             return
         tty = self.mode == "tty" or (
             self.mode == "auto"
-            and _is_terminal(writer)
+            and _is_terminal(reporter)
             and not _on_ci()
             and os.environ.get("TERM") != "dumb"
         )
-        self.screen = Screen(writer, tty)
+        self.screen = Screen(self.config, reporter, self.stream, tty)
         self.thread = threading.Thread(target=self._loop, name="xstash-progress", daemon=True)
         self.thread.start()
 
@@ -488,6 +392,7 @@ class Display:
             thread.join(timeout=5)
         if screen is not None:
             screen.close()
+            self.screen = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _loop(self) -> None:

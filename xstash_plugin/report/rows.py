@@ -1,18 +1,22 @@
-"""Results as people read them: the end-of-session table and report files (csv, json, md)."""
+"""Results as people read them: result rows, their cells, and the end-of-session table.
+
+The report files (csv, json, md, html) are written by :mod:`xstash_plugin.report.files`; the
+pages (:mod:`~xstash_plugin.report.html`, :mod:`~xstash_plugin.report.columns`) read rows
+through the helpers here.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from pathlib import Path
+import math
 from typing import Any
 
 from xstash_plugin.config.durations import format_duration
-from xstash_plugin.config.yamlio import elide, printable
+from xstash_plugin.config.text import elide, printable
 
 REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
 TERMINAL_METRICS = 4
+PASSING = ("passed", "reused")
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,6 +41,52 @@ def fmt(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+_FLAT: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def metric_value(row: dict[str, Any], metric: str) -> Any:
+    """One metric of a row; each row's metrics are flattened once (the page asks for every
+    metric of every row: flattening each time would be quadratic in the number of metrics)."""
+    metrics = row.get("metrics") or {}
+    cached = _FLAT.get(id(metrics))
+    if cached is None or cached[0] is not metrics:
+        if len(_FLAT) > 100_000:
+            _FLAT.clear()
+        cached = _FLAT[id(metrics)] = (metrics, flatten(metrics))
+    return cached[1].get(metric)
+
+
+def verdict_of(row: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    for verdict in row.get("verdicts") or []:
+        if verdict.get("metric") == metric:
+            return dict(verdict)
+    return None
+
+
+def verdict_text(verdict: dict[str, Any]) -> str:
+    """``ok: expected >= 0.9`` or ``FAIL: expected >= 0.9``."""
+    return f"{'ok' if verdict.get('ok') else 'FAIL'}: expected {verdict.get('expected')}"
+
+
+def display_name(row: dict[str, Any]) -> str:
+    """The test name without its file: ``lr_sweep[params.lr=0.1-model=small]``."""
+    return str(row.get("id", "")).rsplit("::", 1)[-1]
+
+
+def is_slow(row: dict[str, Any]) -> bool:
+    """More than twice its estimated_runtime."""
+    estimate, duration = row.get("estimated_seconds"), row.get("duration")
+    return bool(estimate and duration is not None and float(duration) > 2 * float(estimate))
 
 
 def metric_columns(rows: list[dict[str, Any]], limit: int | None = None) -> list[str]:
@@ -88,6 +138,11 @@ def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str]
 CELL_LIMIT = 120  # characters of a terminal table cell (longer values are elided)
 
 
+def cell_text(value: Any) -> str:
+    """A value as a report file or page cell shows it: at most 4 x CELL_LIMIT characters."""
+    return elide(fmt(value), 4 * CELL_LIMIT)
+
+
 def text_table(header: list[str], body: list[list[str]]) -> list[str]:
     # Cells are data (metric values a tool wrote): nothing in them may act on the terminal.
     header = [printable(cell) for cell in header]
@@ -105,10 +160,9 @@ def slow_warnings(rows: list[dict[str, Any]]) -> list[str]:
     """Experiments that took more than twice their estimated_runtime."""
     lines = []
     for row in rows:
-        estimate, duration = row.get("estimated_seconds"), row.get("duration")
-        if estimate and duration is not None and duration > 2 * estimate:
+        if is_slow(row):
             lines.append(
-                f"{row['id']} took {format_duration(duration)}, more than twice its "
+                f"{row['id']} took {format_duration(row['duration'])}, more than twice its "
                 f"estimated_runtime {row.get('estimated_runtime')}: update the estimate"
             )
     return lines
@@ -129,46 +183,3 @@ FIXED_COLUMNS = (
 def column_name(metric: str, fixed: tuple[str, ...] = FIXED_COLUMNS) -> str:
     """A metric's column; ``metrics.<name>`` where the name is taken by a fixed column."""
     return f"metrics.{metric}" if metric in (*fixed, "run_dir") else metric
-
-
-def _flat_records(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    metrics = metric_columns(rows)
-    swept_keys = sweep_columns(rows)
-    swept = [column_name(k) for k in swept_keys]
-    taken = (*FIXED_COLUMNS, *swept)
-    extra = ["overrides"] if any(row.get("overrides") for row in rows) else []
-    fields = [*FIXED_COLUMNS, *swept, *(column_name(m, taken) for m in metrics), *extra, "run_dir"]
-    out = []
-    for row in rows:
-        flat = {key: row.get(key) for key in (*FIXED_COLUMNS, "run_dir")}
-        point = row.get("point") or {}
-        flat.update({column_name(k): point.get(k) for k in swept_keys})
-        values = flatten(row.get("metrics") or {})  # once per row, not once per column
-        flat.update({column_name(m, taken): values.get(m) for m in metrics})
-        if extra:
-            flat["overrides"] = " ".join(row.get("overrides") or [])
-        out.append(flat)
-    return fields, out
-
-
-def render(path: Path, rows: list[dict[str, Any]]) -> str:
-    """The report for ``rows`` in the format given by ``path``'s suffix."""
-    if path.suffix in (".html", ".htm"):
-        from xstash_plugin.report.html import render_html
-
-        return render_html(path, rows)
-    fields, flat = _flat_records(rows)
-    if path.suffix == ".json":
-        return json.dumps(rows, indent=2, default=str, ensure_ascii=False) + "\n"
-    if path.suffix == ".csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for record in flat:
-            writer.writerow({k: fmt(v) for k, v in record.items()})
-        return buffer.getvalue()
-    lines = ["| " + " | ".join(fields) + " |", "|" + "|".join(" --- " for _ in fields) + "|"]
-    for record in flat:
-        cells = [elide(fmt(record.get(f)), 4 * CELL_LIMIT).replace("|", "\\|") for f in fields]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

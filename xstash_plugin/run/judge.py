@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.expectations import Expectation, as_number, number_text
-from xstash_plugin.config.yamlio import elide, load_yaml_file, printable
+from xstash_plugin.config.text import elide, printable
+from xstash_plugin.config.yamlio import load_yaml_file
 from xstash_plugin.errors import ConfigError
 
 DEFAULT_METRICS = "metrics.json"
@@ -147,6 +148,13 @@ class Verdict:
     measured: Any
     ok: bool
     note: str = ""
+    # The values the expectation allows (Expectation.bounds): reports draw them from this data,
+    # never from the text in ``expected``.
+    bounds: tuple[float | None, float | None] | None = None
+
+    @classmethod
+    def of(cls, exp: Expectation, measured: Any, ok: bool, note: str = "") -> Verdict:
+        return cls(exp.metric, exp.describe(), measured, ok, note, exp.bounds())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +163,9 @@ class Verdict:
             "measured": self.measured,
             "ok": self.ok,
             "note": self.note,
+            "bounds": None
+            if self.bounds is None
+            else {"low": self.bounds[0], "high": self.bounds[1]},
         }
 
 
@@ -163,21 +174,19 @@ def judge(expectations: list[Expectation], metrics: dict[str, Any]) -> list[Verd
     for exp in expectations:
         present, value = lookup(metrics, exp.metric)
         if not present:
-            verdicts.append(Verdict(exp.metric, exp.describe(), None, False, "missing"))
+            verdicts.append(Verdict.of(exp, None, False, "missing"))
             continue
         shown = safe_value(value)
         number = as_number(value) if not isinstance(value, str) else None
         if number is None:
             kind = {bool: "a boolean", str: "a string", type(None): "null"}.get(type(value))
             note = f"not a number: {kind}" if kind else "not a number"
-            verdicts.append(Verdict(exp.metric, exp.describe(), shown, False, note))
+            verdicts.append(Verdict.of(exp, shown, False, note))
             continue
         if not math.isfinite(number):  # NaN, Infinity, 1e400: no bound can hold them
-            verdicts.append(
-                Verdict(exp.metric, exp.describe(), shown, False, "not a finite number")
-            )
+            verdicts.append(Verdict.of(exp, shown, False, "not a finite number"))
             continue
-        verdicts.append(Verdict(exp.metric, exp.describe(), shown, exp.holds(number)))
+        verdicts.append(Verdict.of(exp, shown, exp.holds(number)))
     return verdicts
 
 

@@ -18,17 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SKIP_DIRS = {
-    ".venv",
-    "venv",
-    "__pycache__",
-    ".git",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    "node_modules",
-    ".ipynb_checkpoints",
-}
+from xstash_plugin.config.layout import SKIP_DIRS
 
 
 def _file_digest(path: Path) -> str:

@@ -9,9 +9,8 @@ with ``--xstash-reuse``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from xstash_plugin.run.rundir import RECORD_NAME, read_record
+from xstash_plugin.run.record import RECORD_NAME, RunRecord, Status
 
 
 class ReuseIndex:
@@ -37,17 +36,15 @@ class ReuseIndex:
             return index
         for run_dir in run_dirs:
             try:
-                record: Any = read_record(run_dir)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
+                record = RunRecord.load(run_dir)
             except (OSError, ValueError) as exc:
                 self.problems.append(
                     f"ignoring the unreadable run record {run_dir / RECORD_NAME} ({exc}); "
                     "delete that run directory if it is broken"
                 )
                 continue
-            key, ended = record.get("run_key"), record.get("ended")
-            if record.get("status") != "passed" or not isinstance(key, str):
+            key, ended = record.run_key, record.ended
+            if record.status is not Status.PASSED or not isinstance(key, str):
                 continue
             stamp = float(ended) if isinstance(ended, (int, float)) else 0.0
             if key not in index or stamp > index[key][0]:
@@ -60,23 +57,23 @@ class SubmittedIndex:
 
     def __init__(self, output_root: Path) -> None:
         self.output_root = output_root
-        self._folders: dict[Path, dict[str, tuple[Path, dict[str, Any]]]] = {}
+        self._folders: dict[Path, dict[str, tuple[Path, RunRecord]]] = {}
 
-    def find(self, config_relpath: Path, run_key: str) -> tuple[Path, dict[str, Any]] | None:
+    def find(self, config_relpath: Path, run_key: str) -> tuple[Path, RunRecord] | None:
         folder = self.output_root / config_relpath.with_suffix("")
         if folder not in self._folders:
-            found: dict[str, tuple[Path, dict[str, Any]]] = {}
+            found: dict[str, tuple[Path, RunRecord]] = {}
             try:
                 run_dirs = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
             except OSError:
                 run_dirs = []
             for run_dir in run_dirs:
                 try:
-                    record = read_record(run_dir)
+                    record = RunRecord.load(run_dir)
                 except (OSError, ValueError):
                     continue
-                key = record.get("run_key") if isinstance(record, dict) else None
-                if record.get("status") == "submitted" and isinstance(key, str):
+                key = record.run_key
+                if record.status is Status.SUBMITTED and isinstance(key, str):
                     found[key] = (run_dir, record)
             self._folders[folder] = found
         # Taken once: two items never attach to the same job.

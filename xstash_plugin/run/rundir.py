@@ -1,22 +1,16 @@
-"""Run directories and run records: every run gets its own folder and leaves ``xstash.json``."""
+"""Run directories: every run gets its own folder (its record is record.py's)."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.yamlio import dump_yaml
 from xstash_plugin.fsutil import write_own_file
-from xstash_plugin.masking import mask_data
-
-RECORD_NAME = "xstash.json"
-
 
 CONFIG_DIR = "xstash_config"
 
@@ -63,57 +57,3 @@ def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
     text = dump_yaml(payload)
     write_own_file(folder / f"{CONFIG_NAME}.yaml", text)
     return folder
-
-
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``xstash.json`` atomically (temp file + rename): readers never see half a record."""
-    target = run_dir / RECORD_NAME
-    tmp = run_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
-    text = json.dumps(mask_data(record), indent=2, default=str, ensure_ascii=False)
-    write_own_file(tmp, text)
-    os.replace(tmp, target)
-
-
-def read_record(run_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((run_dir / RECORD_NAME).read_text(encoding="utf-8"))
-    return data
-
-
-def recover_crashed_run(output_root: Path, nodeid: str, session: str, reason: str) -> list[Path]:
-    """Mark the still-'running' records of ``nodeid`` in ``session`` as errors, and kill their
-    tools' process groups, which outlived the process that started them. Returns the run dirs."""
-    import signal
-
-    folder = output_root / Path(nodeid.split("::", 1)[0]).with_suffix("")
-    found = []
-    try:
-        candidates = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
-    except OSError:
-        return []
-    for run_dir in candidates:
-        try:
-            record = read_record(run_dir)
-        except (OSError, ValueError):
-            continue
-        if (
-            record.get("status") != "running"
-            or record.get("nodeid") != nodeid
-            or record.get("session") != session
-        ):
-            continue
-        pid = record.get("tool_pid")
-        if isinstance(pid, int) and pid > 1 and _is_group_leader(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        record.update(status="error", error=reason, ended=time.time())
-        write_record(run_dir, record)
-        found.append(run_dir)
-    return found
-
-
-def _is_group_leader(pid: int) -> bool:
-    # Guards against a recycled pid: only a process group led by that pid is ours to kill.
-    try:
-        return os.getpgid(pid) == pid
-    except (ProcessLookupError, PermissionError):
-        return False

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xstash_plugin.run.rundir import RECORD_NAME, read_record, write_record
+from xstash_plugin.run.record import RECORD_NAME, RunRecord, Status, mark_ended
 
 
 def _boot_id() -> str:
@@ -153,9 +154,43 @@ class StaleRuns:
             "died without finishing its record (killed with its watchdog, out of memory, or the "
             "machine stopped); no process of the run is left"
         )
-        with contextlib.suppress(OSError, ValueError):
-            current = read_record(stale.run_dir)  # it may have changed since the scan
-            if isinstance(current, dict) and current.get("status") == "running":
-                current.update(status="error", error=reason, ended=time.time(), closed_by=session)
-                write_record(stale.run_dir, current)
+        mark_ended(stale.run_dir, Status.ERROR, reason, time.time(), closed_by=session)
         return reason
+
+
+def recover_crashed_run(output_root: Path, nodeid: str, session: str, reason: str) -> list[Path]:
+    """Mark the still-'running' records of ``nodeid`` in ``session`` as errors, and kill their
+    tools' process groups, which outlived the process that started them (an xdist worker
+    died). Returns the run dirs."""
+    folder = output_root / Path(nodeid.split("::", 1)[0]).with_suffix("")
+    found = []
+    try:
+        candidates = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
+    except OSError:
+        return []
+    for run_dir in candidates:
+        try:
+            record = RunRecord.load(run_dir)
+        except (OSError, ValueError):
+            continue
+        if (
+            record.status is not Status.RUNNING
+            or record.nodeid != nodeid
+            or record.session != session
+        ):
+            continue
+        pid = record.tool_pid
+        if pid is not None and is_alive(pid, record.tool_identity) and _is_group_leader(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        if mark_ended(run_dir, Status.ERROR, reason, time.time()):
+            found.append(run_dir)
+    return found
+
+
+def _is_group_leader(pid: int) -> bool:
+    # Only a process group led by that pid is ours to kill.
+    try:
+        return os.getpgid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -25,7 +25,7 @@ from xstash_plugin.fsutil import open_own_file
 
 # Runs as `python -c`: the standard library only.
 WATCHDOG_SOURCE = r"""
-import json, os, signal, sys, time
+import os, signal, sys, time
 
 path, grace, pytest_pid = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is pytest's to handle
@@ -98,24 +98,23 @@ for pid in escaped + carriers():
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+try:  # the record's one writer (pytest's own Python runs this, so xstash is importable)
+    from pathlib import Path
+    from xstash_plugin.run.record import Status, mark_ended
+except Exception:  # then the next session finds these runs stale and closes them
+    mark_ended = None
 for pgid, (cookie, run_dir) in live.items():
-    record = os.path.join(run_dir, "xstash.json")
+    if mark_ended is None:
+        break
     try:
-        with open(record, encoding="utf-8") as handle:
-            data = json.load(handle)
-        if data.get("status") != "running":
-            continue
-        data.update(
-            status="error",
-            ended=time.time(),
-            error="the pytest process running this experiment (pid " + pytest_pid + ") died; "
+        mark_ended(
+            Path(run_dir),
+            Status.ERROR,
+            "the pytest process running this experiment (pid " + pytest_pid + ") died; "
             "xstash's watchdog stopped its tool (process group " + str(pgid) + ")",
+            time.time(),
         )
-        tmp = record + ".watchdog.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, record)
-    except (OSError, ValueError):
+    except Exception:
         pass
 try:
     os.unlink(path)

@@ -1,0 +1,135 @@
+"""The SLURM side of a :class:`~xstash_plugin.run.run.Run`: submit (all jobs before any is
+waited for), attach to a detached session's job, wait, cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from xstash_plugin.errors import EnvError, RunFailed
+from xstash_plugin.launchers.local import RunResult
+from xstash_plugin.launchers.slurm import attach as attach_slurm
+from xstash_plugin.launchers.slurm import submit as submit_slurm
+from xstash_plugin.run import messages
+from xstash_plugin.run.envs import tool_environ
+from xstash_plugin.run.record import Status
+
+if TYPE_CHECKING:
+    from xstash_plugin.run.run import Run
+
+
+def submit(run: Run) -> None:
+    request, record, state = run.request, run.record, run.state
+    assert request is not None and record is not None
+    resources = {**run.experiment.tool.resources, **run.experiment.resources}
+    folder = state.xstash_dir / "slurm" / state.session_id
+    try:
+        job = submit_slurm(request, folder, resources, run.experiment.name)
+    except Exception as exc:  # sbatch refused (bad partition, no cluster, ...)
+        run.end(Status.ERROR, error=f"sbatch failed: {exc}")
+        raise RunFailed(
+            f"{run.who}: submitting the SLURM job failed: {str(exc).strip()[-2000:]}\n"
+            f"run directory: {request.run_dir}"
+        ) from None
+    record.update(
+        job_id=job.job_id,
+        slurm_folder=str(folder),
+        slurm_state="PENDING",
+        resources=resources,
+        session=state.session_id,
+    )
+    run.save()
+    run.slurm_job = job
+
+
+def attach(run: Run) -> bool:
+    """Find this experiment's job submitted by an earlier (detached) session, with the same
+    run key and still 'submitted': wait for it instead of submitting it again."""
+    state = run.state
+    try:
+        state.envs.python_for(run.experiment.tool)
+    except EnvError:
+        return False
+    found = state.submitted.find(run.item.config_relpath, run.run_key())
+    if found is None:
+        return False
+    run_dir, record = found
+    try:
+        run.slurm_job = attach_slurm(record, run_dir, tool_environ(run.experiment.tool))
+    except (KeyError, ValueError, OSError):
+        return False
+    run.request = run.slurm_job.request
+    record.update(attached_by=state.session_id, status=Status.RUNNING)
+    run.record, run.run_dir = record, run_dir
+    run.save()
+    return True
+
+
+def presubmit(run: Run) -> None:
+    """Submit now (the session submits all before running any); a problem is kept and
+    reported when the item runs."""
+    try:
+        if not attach(run):
+            run.prepare()
+            submit(run)
+    except RunFailed as exc:
+        run.presubmit_error = exc
+
+
+def cancel_pending(run: Run) -> None:
+    """The session ends (-x, Ctrl-C) before this submitted job was waited for: cancel it."""
+    if run.slurm_job is None or run.slurm_finished or run.record is None:
+        return
+    run.slurm_finished = True
+    run.slurm_job.cancel()
+    if run.record.status is Status.RUNNING:
+        run.end(
+            Status.INTERRUPTED,
+            slurm_state="CANCELLED",
+            error="the session ended before this job finished; it was cancelled",
+        )
+
+
+def run_slurm(run: Run) -> None:
+    if run.presubmit_error is not None:
+        raise run.presubmit_error
+    if run.slurm_job is None:
+        submit(run)
+    job, request, record = run.slurm_job, run.request, run.record
+    assert job is not None and request is not None and record is not None
+    if run.state.detach:
+        run.slurm_finished = True  # nobody waits, and nobody cancels it either
+        record.update(status=Status.SUBMITTED)
+        run.save()
+        pytest.skip(
+            f"detached: SLURM job {job.job_id} submitted; run the same pytest command again "
+            "(without --xstash-detach) to collect its result"
+        )
+    try:
+        result = job.wait()
+        run.slurm_finished = True
+    except BaseException:
+        run.end(Status.INTERRUPTED, slurm_state="CANCELLED")
+        job.cancel()
+        raise
+    record.update(slurm_state=result.state)
+    if result.state == "COMPLETED" and result.returncode is not None:
+        local = RunResult(
+            returncode=result.returncode, started=result.started, ended=result.ended, pid=0
+        )
+        run.finish(local)
+        return
+    status = Status.TIMEOUT if result.state == "TIMEOUT" else Status.FAILED
+    run.end(status, ended=result.ended, duration=round(result.duration, 3))
+    raise RunFailed(
+        messages.slurm_report(
+            run.who,
+            request,
+            result.job_id,
+            result.state,
+            result.duration,
+            result.returncode,
+            result.log,
+        )
+    )

@@ -1,0 +1,195 @@
+"""Every xstash setting, resolved once in ``pytest_configure`` (command line, then ini file,
+then default) into a frozen :class:`Settings`; each value knows where it came from.
+
+Workers of pytest-xdist do not resolve anything again: the controller's settings travel to them
+in ``workerinput`` (:meth:`Settings.to_wire`), so a relative ``--xstash-output-root`` or an ini
+value means the same folder everywhere. No hook reads an xstash option after this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xstash_plugin.config.compose import parse_compose_setting
+from xstash_plugin.config.durations import parse_duration
+from xstash_plugin.launchers.local import GRACE_SECONDS
+
+ORDERS = ("longest", "file")
+PROGRESS_MODES = ("auto", "tty", "plain", "off")
+DEFAULT_PROGRESS_INTERVAL = "30s"
+WIRE_KEY = "xstash_settings"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resolved value and its source: ``--xstash-timeout``, ``ini xstash_timeout (path)``,
+    or ``default``."""
+
+    value: Any
+    source: str = "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    output_root: Setting
+    compose: Setting  # bool
+    reuse: Setting  # bool
+    launcher: Setting  # "local" | "slurm"
+    detach: Setting  # bool
+    timeout: Setting  # float seconds | None
+    grace: Setting  # float seconds
+    order: Setting  # "longest" | "file"
+    report: Setting  # Path | None
+    secret_env: Setting  # tuple[str, ...]
+    progress: Setting  # one of PROGRESS_MODES, as asked (the display decides what it can do)
+    progress_interval: Setting  # float seconds
+    overrides_raw: Setting  # tuple[str, ...]: --xstash-override KEY=VALUE as typed
+    live: Setting  # bool: -s, the tools' output goes to the terminal too
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data for pytest-xdist's workerinput."""
+        return {
+            f.name: [_plain(getattr(self, f.name).value), getattr(self, f.name).source]
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Settings:
+        values = {}
+        for f in dataclasses.fields(cls):
+            value, source = data[f.name]
+            if f.name in ("output_root", "report") and value is not None:
+                value = Path(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = Setting(value, source)
+        return cls(**values)
+
+    def describe(self) -> list[str]:
+        """``name = value (source)`` per setting, for ``-v`` headers and debugging."""
+        return [
+            f"{f.name} = {getattr(self, f.name).value!r} ({getattr(self, f.name).source})"
+            for f in dataclasses.fields(self)
+        ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[Any, str]:
+    """The command-line value if given, else the ini value if set, else (None, 'default')."""
+    given = config.getoption(option)
+    if given not in (None, "", False):
+        return given, f"--{option.replace('_', '-')}"
+    value = config.getini(ini)
+    if value not in (None, "", [], False):
+        return value, f"ini {ini} ({config.inipath})"
+    return None, "default"
+
+
+def _duration(config: pytest.Config, name: str, cli: bool, positive: bool) -> Setting:
+    raw, source = _option_or_ini(config, name, name) if cli else (config.getini(name), "")
+    if not cli:
+        source = f"ini {name} ({config.inipath})" if raw else "default"
+    if not raw:
+        return Setting(None)
+    try:
+        seconds = parse_duration(str(raw))
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+    if positive and seconds <= 0:
+        raise pytest.UsageError(f"{source}: {str(raw)!r} must be more than zero")
+    return Setting(seconds, f"{source} {raw}")
+
+
+def _output_root(config: pytest.Config) -> Setting:
+    """Command line (relative to where pytest started) -> ini (relative to the ini file)."""
+    option = config.getoption("xstash_output_root")
+    if option:
+        return Setting((config.invocation_params.dir / option).absolute(), "--xstash-output-root")
+    ini = config.getini("xstash_output_root")
+    if ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        source = f"ini xstash_output_root ({config.inipath})"
+        return Setting((base / str(ini)).absolute(), source)
+    return Setting(config.rootpath / "outputs")
+
+
+def _compose(config: pytest.Config) -> Setting:
+    raw, source = _option_or_ini(config, "xstash_compose", "xstash_compose")
+    if raw is None or not str(raw).strip():
+        return Setting(True)
+    try:
+        return Setting(parse_compose_setting(str(raw).strip(), source), source)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _choice(config: pytest.Config, option: str, choices: tuple[str, ...], default: str) -> Setting:
+    raw, source = _option_or_ini(config, option, option)
+    if raw is None:
+        return Setting(default)
+    if raw not in choices:
+        label = source.split(" (")[0] if source.startswith("ini ") else source
+        where = f" ({config.inipath})" if source.startswith("ini ") else ""
+        raise pytest.UsageError(f"{label} = {raw!r}: use one of {', '.join(choices)}{where}")
+    return Setting(str(raw), source)
+
+
+def _report(config: pytest.Config) -> Setting:
+    from xstash_plugin.report.rows import REPORT_SUFFIXES
+
+    report: str | None = config.getoption("xstash_report")
+    if not report:
+        return Setting(None)
+    path = config.invocation_params.dir / report
+    if path.suffix not in REPORT_SUFFIXES:
+        raise pytest.UsageError(
+            f"--xstash-report {report}: the format comes from the suffix, which must be "
+            f"one of {', '.join(REPORT_SUFFIXES)}"
+        )
+    return Setting(path, "--xstash-report")
+
+
+def build(config: pytest.Config) -> Settings:
+    """The session's settings: from the controller when this is an xdist worker."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and WIRE_KEY in workerinput:
+        return Settings.from_wire(workerinput[WIRE_KEY])
+    grace = _duration(config, "xstash_kill_grace", cli=False, positive=False)
+    interval = _duration(config, "xstash_progress_interval", cli=False, positive=True)
+    reuse, reuse_source = _option_or_ini(config, "xstash_reuse", "xstash_reuse")
+    launcher = config.getoption("xstash_launcher")
+    overrides = tuple(config.getoption("xstash_overrides") or ())
+    return Settings(
+        output_root=_output_root(config),
+        compose=_compose(config),
+        reuse=Setting(bool(reuse), reuse_source),
+        launcher=Setting(launcher, "--xstash-launcher") if launcher else Setting("local"),
+        detach=Setting(True, "--xstash-detach")
+        if config.getoption("xstash_detach")
+        else Setting(False),
+        timeout=_duration(config, "xstash_timeout", cli=True, positive=True),
+        grace=grace if grace.value is not None else Setting(GRACE_SECONDS),
+        order=_choice(config, "xstash_order", ORDERS, "longest"),
+        report=_report(config),
+        secret_env=Setting(
+            tuple(config.getini("xstash_secret_env") or ()), "ini xstash_secret_env"
+        ),
+        progress=_choice(config, "xstash_progress", PROGRESS_MODES, "auto"),
+        progress_interval=interval
+        if interval.value is not None
+        else Setting(parse_duration(DEFAULT_PROGRESS_INTERVAL)),
+        overrides_raw=Setting(overrides, "--xstash-override" if overrides else "default"),
+        live=Setting(config.getoption("capture") == "no", "--capture"),
+    )
