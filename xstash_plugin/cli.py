@@ -25,6 +25,7 @@ from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.text import printable, quote
 from xstash_plugin.config.yamlio import load_yaml_file
 from xstash_plugin.errors import ConfigError, ConfigErrors, EnvError
+from xstash_plugin.fsutil import xstash_dir
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -208,7 +209,7 @@ def _check_tool_env(registry: Registry, name: str, root: Path) -> list[str]:
     from xstash_plugin.run.envs import EnvManager
 
     tool = registry.tools[name]
-    manager = EnvManager(root / "outputs" / ".xstash", uuid.uuid4().hex)
+    manager = EnvManager(xstash_dir(root / "outputs"), uuid.uuid4().hex)
     try:
         python = manager.python_for(tool)
     except EnvError as exc:

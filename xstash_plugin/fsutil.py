@@ -1,8 +1,12 @@
-"""(split from runs.py)"""
+"""Small file and process helpers every part of xstash shares: its own files written without
+following planted links, atomically; the tail of a log; the ``.xstash`` folder; stopping a
+process group."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,3 +45,33 @@ def tail_lines(path: Path, count: int, max_bytes: int = 256 * 1024) -> tuple[lis
         lines = lines[1:]  # the first one is probably a partial line
     cut = size > max_bytes or len(lines) > count
     return lines[-count:], cut
+
+
+XSTASH_DIR = ".xstash"
+
+
+def xstash_dir(output_root: Path) -> Path:
+    """xstash's own files under an output root (environments, locks, logs, caches)."""
+    return output_root / XSTASH_DIR
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (temp file + rename): readers never see half of it.
+    The temp file is this process's and thread's own, and never a planted link."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write_own_file(tmp, text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False if it is gone (or not ours)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -11,12 +11,11 @@ only earlier sessions' durations are read, and the file is written once, at the 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.fsutil import atomic_write, xstash_dir
 
 ORDER_HELP = (
     "the order experiments start in: 'longest' (default) runs those with the longest "
@@ -29,7 +28,7 @@ T = TypeVar("T")
 
 
 def durations_path(output_root: Path) -> Path:
-    return output_root / ".xstash" / "durations.json"
+    return xstash_dir(output_root) / "durations.json"
 
 
 def load_durations(output_root: Path) -> dict[str, float]:
@@ -60,9 +59,7 @@ def save_durations(output_root: Path, rows: Iterable[dict[str, Any]]) -> None:
     merged = {**load_durations(output_root), **fresh}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write_own_file(tmp, json.dumps(merged, indent=0, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(merged, indent=0, sort_keys=True))
     except OSError:
         pass  # an estimate for next time is not worth failing a session for
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import signal
 import threading
 from collections.abc import Generator, Sequence
@@ -20,6 +19,7 @@ from xstash_plugin.config.registry import META_NAME
 from xstash_plugin.config.sweeps import KEY_HELP, OVERRIDE_KEY
 from xstash_plugin.config.yamlio import parse_yaml
 from xstash_plugin.errors import XstashError
+from xstash_plugin.fsutil import atomic_write
 from xstash_plugin.masking import SECRET_ENV_HELP
 from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
 from xstash_plugin.report.files import render
@@ -403,6 +403,4 @@ class Results:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(render(path, self.sorted_rows()), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, render(path, self.sorted_rows()))

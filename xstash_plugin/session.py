@@ -16,6 +16,7 @@ from xstash_plugin.config.overrides import overrides_for
 from xstash_plugin.config.registry import META_NAME, Registry, load_registry
 from xstash_plugin.config.sweeps import Point
 from xstash_plugin.errors import ConfigError, ConfigErrors, XstashError
+from xstash_plugin.fsutil import xstash_dir
 from xstash_plugin.launchers.preload import PreloadPool
 from xstash_plugin.run.envs import EnvManager
 from xstash_plugin.run.provenance import KeyMaker
@@ -103,7 +104,7 @@ class State:
     @property
     def xstash_dir(self) -> Path:
         """xstash's own files under the output root (environments, locks, logs, caches)."""
-        return self.output_root / ".xstash"
+        return xstash_dir(self.output_root)
 
     def configs_root(self, folder: Path) -> Path | None:
         """The nearest folder at or above ``folder`` that holds a meta.yaml, cached."""
@@ -175,14 +176,14 @@ def make_state(config: pytest.Config, settings: Settings) -> State:
         session_id = str(workerinput["xstash_session_id"])
     else:
         session_id = uuid.uuid4().hex
-    xstash_dir = Path(settings.output_root.value) / ".xstash"
-    envs = EnvManager(xstash_dir, session_id)
+    own = xstash_dir(Path(settings.output_root.value))
+    envs = EnvManager(own, session_id)
     return State(
         config=config,
         settings=settings,
         session_id=session_id,
         envs=envs,
-        compose=ComposeService(xstash_dir, envs) if settings.compose.value else None,
+        compose=ComposeService(own, envs) if settings.compose.value else None,
         reuse=ReuseIndex(Path(settings.output_root.value)) if settings.reuse.value else None,
     )
 

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.compose_cache import VerdictCache
-from xstash_plugin.config.compose_client import COMPOSE_TIMEOUT, Answer, ServerGone, ToolServer
+from xstash_plugin.config.compose_client import (
+    COMPOSE_TIMEOUT,
+    Pending,
+    Run,
+    ServerGone,
+    ToolServer,
+)
 from xstash_plugin.config.compose_errors import judge
 from xstash_plugin.config.experiment import Experiment
 from xstash_plugin.config.registry import Tool
@@ -63,27 +68,6 @@ def key_shape(payload: dict[str, Any], pass_experiment: bool) -> dict[str, Any]:
 
     skip = {"defaults", "hydra"} | ({"experiment"} if pass_experiment else set())
     return {str(k): shape(v) for k, v in payload.items() if k not in skip}
-
-
-@dataclass
-class Run:
-    """One run of an experiment to compose: a sweep point (or the single run)."""
-
-    label: str  # the sweep point's id ('' for a single run)
-    point: dict[str, Any]  # sweep key -> value
-    overrides: list[str]  # the point's and --xstash-override's, as sent to the tool
-
-
-@dataclass
-class Pending:
-    run: Run
-    key: str
-    answer: Answer | None = None  # known at once (cache) or when the server answers
-    server: ToolServer | None = None
-    ident: int = -1
-    claim_owner: int | None = None  # another process composing it: wait for its verdict
-    problem: str = ""  # why it could not be composed
-    request: dict[str, Any] | None = None  # what was sent to the compose server
 
 
 class ComposeService:

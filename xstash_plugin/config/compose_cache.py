@@ -20,7 +20,7 @@ from xstash_plugin.config.compose_client import Answer
 from xstash_plugin.config.experiment import Experiment
 from xstash_plugin.config.layout import SKIP_DIRS, SUFFIXES, is_fragment
 from xstash_plugin.config.registry import Tool
-from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.fsutil import atomic_write
 from xstash_plugin.run.provenance import dependency_hash
 
 CHECK_VERSION = "3"  # part of every cache key: a new check makes old verdicts stale
@@ -127,11 +127,9 @@ class VerdictCache:
     def store(self, key: str, answer: Answer) -> None:
         """Runs in a server's reader thread: the verdict, then the claim released."""
         path = self.dir / f"{key}.json"
-        tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
         with contextlib.suppress(OSError):
             verdict = {"ok": answer.ok, "hydra_ok": answer.hydra_ok, "errors": answer.errors}
-            write_own_file(tmp, json.dumps(verdict))
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(verdict))
         self.release(key)
 
     def claim_path(self, key: str) -> Path:

@@ -190,3 +190,24 @@ class ToolServer:
         self.thread.join(timeout=2)
         with contextlib.suppress(OSError):
             self.answers_in.close()
+
+
+@dataclass
+class Run:
+    """One run of an experiment to compose: a sweep point (or the single run)."""
+
+    label: str  # the sweep point's id ('' for a single run)
+    point: dict[str, Any]  # sweep key -> value
+    overrides: list[str]  # the point's and --xstash-override's, as sent to the tool
+
+
+@dataclass
+class Pending:
+    run: Run
+    key: str
+    answer: Answer | None = None  # known at once (cache) or when the server answers
+    server: ToolServer | None = None
+    ident: int = -1
+    claim_owner: int | None = None  # another process composing it: wait for its verdict
+    problem: str = ""  # why it could not be composed
+    request: dict[str, Any] | None = None  # what was sent to the compose server

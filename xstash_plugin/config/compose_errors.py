@@ -14,7 +14,7 @@ from xstash_plugin.config.yamlio import YamlDoc, load_yaml_file
 from xstash_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from xstash_plugin.config.compose import Pending, Run
+    from xstash_plugin.config.compose_client import Pending, Run
 
 
 def judge(experiment: Experiment, pending: list[Pending]) -> list[ConfigError]:

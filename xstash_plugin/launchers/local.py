@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from xstash_plugin.fsutil import kill_group
 from xstash_plugin.launchers.preload import PreloadedProcess, PreloadLost, PreloadServer
 
 # Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
@@ -91,17 +92,14 @@ class Process(Protocol):
 
 def kill_tree(proc: Process, grace: float = GRACE_SECONDS) -> None:
     """SIGTERM the run's whole process group, then SIGKILL whatever is left after ``grace``."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+    if not kill_group(proc.pid, signal.SIGTERM):
         return
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
     finally:  # a second Ctrl-C during the grace period must not spare the tool
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -220,8 +218,7 @@ def run_local(
                 returncode = proc.wait()
             # Whatever the tool left running in its group (daemons, workers) goes with it,
             # so no orphan outlives the run and no pipe is held open.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
         except PreloadLost:
             raise  # not an interruption: the run is already stopped, its status unknown
         except BaseException:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import os
 import signal
 import socket
 import struct
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xstash_plugin.config.hydra_entry import is_main_guard
-from xstash_plugin.fsutil import open_own_file
+from xstash_plugin.fsutil import kill_group, open_own_file
 
 SERVER_SOURCE = (Path(__file__).with_name("preload_server.py")).read_text(encoding="utf-8")
 # How long a tool may take to import before we give up on preloading it (and run it plainly).
@@ -215,8 +214,7 @@ class PreloadServer:
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            kill_group(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
@@ -239,8 +237,7 @@ class PreloadedProcess:
             raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0) from None
         except PreloadLost:
             # Its parent is gone, so its status is lost: stop the run, say so (once).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            kill_group(self.pid, signal.SIGKILL)
             self.server.close()
             self.returncode = -int(signal.SIGKILL)
             raise PreloadLost(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import pytest
 
-from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.fsutil import atomic_write
 from xstash_plugin.report.progress_text import block_lines, plain_lines
 from xstash_plugin.run.stale import is_alive
 from xstash_plugin.settings import DEFAULT_PROGRESS_INTERVAL as DEFAULT_INTERVAL
@@ -142,11 +142,9 @@ class Tracker:
             "tool_pid": pid,
         }
         path = self.folder / f"{os.getpid()}-{next(self.count)}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
         try:  # progress is a convenience: it never fails a run
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_own_file(tmp, json.dumps(data))
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(data))
         except OSError:
             return
         item.stash[_ANNOUNCED] = path

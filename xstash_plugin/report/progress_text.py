@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from xstash_plugin.config.durations import format_short as short
 from xstash_plugin.masking import mask
 
 TAIL_BYTES = 8192  # how much of the end of a log is read for its last line
@@ -62,18 +63,6 @@ def latest_output(paths: list[Path]) -> str:
         if text:
             return text
     return ""
-
-
-def short(seconds: float) -> str:
-    """``12s``, ``3m05s``, ``30m``, ``1h02m``."""
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
 
 
 def cells(text: str) -> int:

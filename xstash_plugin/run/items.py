@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from xstash_plugin.config.compose import Run as ComposeRun
+from xstash_plugin.config.compose_client import Run as ComposeRun
 from xstash_plugin.config.experiment import Experiment
 from xstash_plugin.config.sweeps import Point, point_labels
 from xstash_plugin.config.text import elide, printable_error

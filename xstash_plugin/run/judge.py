@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.expectations import Expectation, as_number, number_text
-from xstash_plugin.config.text import elide, printable
+from xstash_plugin.config.text import elide
 from xstash_plugin.config.yamlio import load_yaml_file
 from xstash_plugin.errors import ConfigError
+from xstash_plugin.report.rows import text_table
 
 DEFAULT_METRICS = "metrics.json"
 
@@ -191,23 +192,13 @@ def judge(expectations: list[Expectation], metrics: dict[str, Any]) -> list[Verd
 
 
 def verdict_table(verdicts: list[Verdict]) -> str:
-    rows = [("metric", "expected", "measured", "verdict")]
+    body = []
     for v in verdicts:
         measured = (
             "-"
             if v.measured is None
             else (number_text(v.measured) if isinstance(v.measured, float) else str(v.measured))
         )
-        rows.append(
-            (
-                printable(v.metric),
-                v.expected,
-                elide(printable(measured), 120),
-                "ok" if v.ok else f"FAIL ({v.note})" if v.note else "FAIL",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+        verdict = "ok" if v.ok else f"FAIL ({v.note})" if v.note else "FAIL"
+        body.append([v.metric, v.expected, measured, verdict])
+    return "\n".join(text_table(["metric", "expected", "measured", "verdict"], body))

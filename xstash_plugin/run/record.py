@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import os
 import sys
 import types
 import typing
@@ -26,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.fsutil import atomic_write
 from xstash_plugin.masking import mask_data
+from xstash_plugin.report.rows import flatten, fmt
 
 RECORD_NAME = "xstash.json"
 SCHEMA_VERSION = 1
@@ -153,11 +153,8 @@ class RunRecord:
     def save(self, run_dir: Path) -> None:
         """Write ``xstash.json`` atomically (temp file + rename): readers never see half a
         record. Secrets are masked (see masking.py)."""
-        target = run_dir / RECORD_NAME
-        tmp = run_dir / f".{RECORD_NAME}.{os.getpid()}.tmp"
         text = json.dumps(mask_data(self.to_json()), indent=2, default=str, ensure_ascii=False)
-        write_own_file(tmp, text)
-        os.replace(tmp, target)
+        atomic_write(run_dir / RECORD_NAME, text)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunRecord:
@@ -234,6 +231,31 @@ def row_of(record: RunRecord, run_dir: Path | None, **item: Any) -> dict[str, An
     }
     row.update(item)
     return row
+
+
+def run_properties(
+    record: RunRecord, run_dir: Path | None, reused_from: Path | None = None
+) -> list[tuple[str, str]]:
+    """A run's JUnit properties: where it is, how it ended, what it measured and how that was
+    judged (``ok: 0.93 vs >= 0.9``)."""
+    found: list[tuple[str, str]] = []
+    if reused_from is not None:
+        found.append(("reused_from", str(reused_from)))
+    if run_dir is not None:
+        found.append(("run_dir", str(run_dir)))
+    if record.job_id is not None and reused_from is None:
+        found.append(("job_id", record.job_id))
+    if record.exit_code is not None:
+        found.append(("exit_code", str(record.exit_code)))
+        found.append(("duration", f"{float(record.duration or 0):.3f}"))
+    for name, value in flatten(record.metrics or {}).items():
+        found.append((f"metric.{name}", fmt(value)))
+    for verdict in record.expectations or []:
+        ok, note, measured = verdict.get("ok"), verdict.get("note"), verdict.get("measured")
+        word = "ok" if ok else f"FAIL ({note})" if note else "FAIL"
+        shown = "-" if measured is None else fmt(measured)
+        found.append((f"expect.{verdict['metric']}", f"{word}: {shown} vs {verdict['expected']}"))
+    return found
 
 
 # --- the JSON Schema -------------------------------------------------------------------------

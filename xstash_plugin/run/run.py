@@ -25,7 +25,6 @@ from xstash_plugin.launchers.local import COOKIE_VAR, RunRequest, RunResult, run
 from xstash_plugin.launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from xstash_plugin.launchers.slurm import SlurmJob
 from xstash_plugin.report import progress
-from xstash_plugin.report.rows import flatten, fmt
 from xstash_plugin.run import messages
 from xstash_plugin.run.command import build_argv
 from xstash_plugin.run.envs import tool_environ, uv_version
@@ -38,7 +37,7 @@ from xstash_plugin.run.judge import (
     read_metrics,
 )
 from xstash_plugin.run.provenance import dependency_hash, git_state, python_version_of
-from xstash_plugin.run.record import RunRecord, Status, row_of
+from xstash_plugin.run.record import RunRecord, Status, row_of, run_properties
 from xstash_plugin.run.rundir import content_key, new_run_dir, write_tool_config
 from xstash_plugin.run.stale import process_identity
 from xstash_plugin.session import get_state
@@ -103,30 +102,9 @@ class Run:
 
     def properties(self) -> list[tuple[str, str]]:
         """The run's JUnit properties (the item adds its identity's)."""
-        record = self.record
-        if record is None:
+        if self.record is None:
             return []
-        found: list[tuple[str, str]] = []
-        if self.reused_from is not None:
-            found.append(("reused_from", str(self.reused_from)))
-        if self.run_dir is not None:
-            found.append(("run_dir", str(self.run_dir)))
-        if record.job_id is not None and self.reused_from is None:
-            found.append(("job_id", record.job_id))
-        if record.exit_code is not None:
-            found.append(("exit_code", str(record.exit_code)))
-            found.append(("duration", f"{float(record.duration or 0):.3f}"))
-        for name, value in flatten(record.metrics or {}).items():
-            found.append((f"metric.{name}", fmt(value)))
-        for verdict in record.expectations or []:
-            ok, note = verdict.get("ok"), verdict.get("note")
-            word = "ok" if ok else f"FAIL ({note})" if note else "FAIL"
-            measured = verdict.get("measured")
-            shown = "-" if measured is None else fmt(measured)
-            found.append(
-                (f"expect.{verdict['metric']}", f"{word}: {shown} vs {verdict['expected']}")
-            )
-        return found
+        return run_properties(self.record, self.run_dir, self.reused_from)
 
     # --- saving -------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xstash_plugin.fsutil import kill_group
 from xstash_plugin.run.record import RECORD_NAME, RunRecord, Status, mark_ended
 
 
@@ -181,8 +182,7 @@ def recover_crashed_run(output_root: Path, nodeid: str, session: str, reason: st
             continue
         pid = record.tool_pid
         if pid is not None and is_alive(pid, record.tool_identity) and _is_group_leader(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
         if mark_ended(run_dir, Status.ERROR, reason, time.time()):
             found.append(run_dir)
     return found
