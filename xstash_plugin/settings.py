@@ -17,7 +17,7 @@ import pytest
 
 from xstash_plugin.config.compose import parse_compose_setting
 from xstash_plugin.config.durations import parse_duration
-from xstash_plugin.launchers.local import GRACE_SECONDS
+from xstash_plugin.launchers.base import GRACE_SECONDS
 
 ORDERS = ("longest", "file")
 PROGRESS_MODES = ("auto", "tty", "plain", "off")

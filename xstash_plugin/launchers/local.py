@@ -11,56 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Protocol
 
 from xstash_plugin.fsutil import kill_group
+from xstash_plugin.launchers.base import GRACE_SECONDS, RunRequest, RunResult
 from xstash_plugin.launchers.preload import PreloadedProcess, PreloadLost, PreloadServer
 
-# Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
-# Ctrl-C (execnet interrupts it after 5 s): the tool's grace period must end well before that.
-GRACE_SECONDS = 3.0
 _CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """Everything needed to start one run, and nothing about how it is judged."""
-
-    argv: tuple[str, ...]
-    cwd: Path
-    env: dict[str, str]
-    run_dir: Path
-    live: bool = False  # also copy the output to our own stdout/stderr as it comes
-    timeout: float | None = None  # seconds; then the whole process tree is killed
-    grace: float = GRACE_SECONDS  # between SIGTERM and SIGKILL
-    # In the tool's environment as XSTASH_RUN: every process of the run carries it, also one
-    # that leaves the tool's process group (setsid, a daemon), which is how it is found.
-    cookie: str = ""
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.run_dir / "stdout.log"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.run_dir / "stderr.log"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended: ``returncode`` is negative for a signal, as in :mod:`subprocess`."""
-
-    returncode: int
-    started: float
-    ended: float
-    pid: int
-    timed_out: bool = False
-    escaped: tuple[str, ...] = ()  # processes that left the tool's group, killed at the end
-
-    @property
-    def duration(self) -> float:
-        return self.ended - self.started
 
 
 def _tee(source: IO[bytes], log: IO[bytes], echo: IO[str]) -> None:
@@ -266,3 +223,38 @@ def _fork(
             os.close(fd)
     sources = tuple(os.fdopen(fd, "rb") for fd in ours) if ours else (None, None)
     return PreloadedProcess(server, pid), (sources[0], sources[1])
+
+
+class LocalRun:
+    """A local (or preloaded) run. The tool starts when the run is waited for: it runs in the
+    waiting thread, where a Ctrl-C lands and stops it (see run_local)."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        on_interrupt: Callable[[], None] | None,
+        on_start: Callable[[int], None] | None,
+        preload: PreloadServer | None,
+    ) -> None:
+        self.request = request
+        self.on_interrupt = on_interrupt
+        self.on_start = on_start
+        self.preload = preload
+
+    def wait(self) -> RunResult:
+        return run_local(self.request, self.on_interrupt, self.on_start, self.preload)
+
+    def cancel(self) -> None:
+        """Nothing to do: a local run is stopped by the exception that interrupts its wait."""
+
+
+@dataclass
+class LocalLauncher:
+    """Runs on this machine, as a subprocess or forked from a preload server."""
+
+    on_interrupt: Callable[[], None] | None = None
+    on_start: Callable[[int], None] | None = None
+    preload: PreloadServer | None = None
+
+    def launch(self, request: RunRequest) -> LocalRun:
+        return LocalRun(request, self.on_interrupt, self.on_start, self.preload)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xstash_plugin.launchers.local import RunRequest
+from xstash_plugin.launchers.base import RunRequest, RunResult
 from xstash_plugin.run.record import RunRecord
 
 FINAL_STATES = {
@@ -65,20 +65,6 @@ def run_command(
         return subprocess.call(
             argv, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
         )
-
-
-@dataclass(frozen=True)
-class SlurmResult:
-    job_id: str
-    state: str
-    returncode: int | None  # the tool's exit code when the job COMPLETED
-    started: float
-    ended: float
-    log: Path | None  # submitit's own log of the job (SLURM's messages land there)
-
-    @property
-    def duration(self) -> float:
-        return self.ended - self.started
 
 
 def sbatch_parameters(
@@ -133,7 +119,7 @@ class SlurmJob:
     def job_id(self) -> str:
         return str(self.job.job_id)
 
-    def wait(self) -> SlurmResult:
+    def wait(self) -> RunResult:
         unknown_since: float | None = None
         while True:
             state = str(self.job.get_info().get("State") or self.job.state or "UNKNOWN")
@@ -160,17 +146,31 @@ class SlurmJob:
             # Memory enforced by jobacct's OverMemoryKill (no cgroups) ends the job FAILED; its
             # log says why, and OUT_OF_MEMORY is what it was.
             state = "OUT_OF_MEMORY"
-        return SlurmResult(
-            self.job_id,
-            state,
-            returncode,
-            self.submitted,
-            time.time(),
-            log if log.exists() else None,
+        return RunResult(
+            returncode=returncode,
+            started=self.submitted,
+            ended=time.time(),
+            timed_out=state == "TIMEOUT",
+            job_id=self.job_id,
+            slurm_state=state,
+            log=log if log.exists() else None,
         )
 
     def cancel(self) -> None:
         subprocess.run(["scancel", self.job_id], capture_output=True, check=False, timeout=30)
+
+
+@dataclass
+class SlurmLauncher:
+    """One sbatch job per run (through submitit), its files in ``folder``."""
+
+    folder: Path
+    resources: dict[str, Any]
+    name: str
+
+    def launch(self, request: RunRequest) -> SlurmJob:
+        """Submit ``request``; raises what sbatch raised (bad partition, no cluster...)."""
+        return submit(request, self.folder, self.resources, self.name)
 
 
 def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: str) -> SlurmJob:

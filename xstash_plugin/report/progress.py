@@ -33,7 +33,7 @@ from xstash_plugin.settings import PROGRESS_MODES as MODES
 
 if TYPE_CHECKING:
     from xstash_plugin.config.experiment import Experiment
-    from xstash_plugin.launchers.local import RunRequest
+    from xstash_plugin.launchers.base import RunRequest
     from xstash_plugin.session import State
 
 PROGRESS_HELP = (

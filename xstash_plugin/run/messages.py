@@ -10,7 +10,7 @@ from pathlib import Path
 from xstash_plugin.config.durations import format_duration
 from xstash_plugin.config.overrides import display_command
 from xstash_plugin.fsutil import tail_lines
-from xstash_plugin.launchers.local import RunRequest, RunResult
+from xstash_plugin.launchers.base import RunRequest, RunResult
 from xstash_plugin.run.judge import Verdict, verdict_table
 
 STDERR_TAIL = 40
@@ -24,7 +24,9 @@ def signal_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-def describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "ended without an exit code"
     if returncode < 0:
         return f"was killed by {signal_name(returncode)} (signal {-returncode})"
     return f"exited with code {returncode}"

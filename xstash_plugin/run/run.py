@@ -21,7 +21,8 @@ from xstash_plugin.config.experiment import Experiment
 from xstash_plugin.config.overrides import display_command
 from xstash_plugin.errors import EnvError, RunFailed, XstashWarning
 from xstash_plugin.fsutil import tail_lines
-from xstash_plugin.launchers.local import COOKIE_VAR, RunRequest, RunResult, run_local
+from xstash_plugin.launchers.base import Launcher, RunRequest, RunResult
+from xstash_plugin.launchers.local import COOKIE_VAR, LocalLauncher
 from xstash_plugin.launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from xstash_plugin.launchers.slurm import SlurmJob
 from xstash_plugin.report import progress
@@ -343,16 +344,18 @@ class Run:
                 server_env = {k: v for k, v in request.env.items() if k != COOKIE_VAR}
                 server = state.preload.server(key, server_env, log)
                 record.update(preloaded=True)
-                return run_local(
-                    request, on_interrupt=interrupted, on_start=started, preload=server
-                )
+                return self._wait(LocalLauncher(interrupted, started, preload=server))
             except PreloadUnavailable as exc:
                 record.update(preloaded=False)
                 problem = f"tool '{tool.name}' cannot be preloaded, its runs start plainly: {exc}"
                 if problem not in state.reported:
                     state.reported.add(problem)
                     self.item.warn(XstashWarning(problem))
-        return run_local(request, on_interrupt=interrupted, on_start=started)
+        return self._wait(LocalLauncher(interrupted, started))
+
+    def _wait(self, launcher: Launcher) -> RunResult:
+        assert self.request is not None
+        return launcher.launch(self.request).wait()
 
     # --- after the tool ended -----------------------------------------------------------
 
@@ -390,11 +393,12 @@ class Run:
                 )
             )
         metrics, verdicts, metrics_problem = self.judge(request.run_dir)
+        code = result.returncode
         ok = exited_ok and metrics_problem is None and all(v.ok for v in verdicts)
         status = Status.TIMEOUT if result.timed_out else Status.PASSED if ok else Status.FAILED
         record.update(
             exit_code=result.returncode,
-            signal=messages.signal_name(result.returncode) if result.returncode < 0 else None,
+            signal=messages.signal_name(code) if code is not None and code < 0 else None,
             duration=round(result.duration, 3),
             metrics=metrics,
             metrics_error=metrics_problem,

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from xstash_plugin.errors import EnvError, RunFailed
-from xstash_plugin.launchers.local import RunResult
+from xstash_plugin.launchers.slurm import SlurmLauncher
 from xstash_plugin.launchers.slurm import attach as attach_slurm
-from xstash_plugin.launchers.slurm import submit as submit_slurm
 from xstash_plugin.run import messages
 from xstash_plugin.run.envs import tool_environ
 from xstash_plugin.run.record import Status
@@ -25,7 +24,7 @@ def submit(run: Run) -> None:
     resources = {**run.experiment.tool.resources, **run.experiment.resources}
     folder = state.xstash_dir / "slurm" / state.session_id
     try:
-        job = submit_slurm(request, folder, resources, run.experiment.name)
+        job = SlurmLauncher(folder, resources, run.experiment.name).launch(request)
     except Exception as exc:  # sbatch refused (bad partition, no cluster, ...)
         run.end(Status.ERROR, error=f"sbatch failed: {exc}")
         raise RunFailed(
@@ -113,21 +112,18 @@ def run_slurm(run: Run) -> None:
         run.end(Status.INTERRUPTED, slurm_state="CANCELLED")
         job.cancel()
         raise
-    record.update(slurm_state=result.state)
-    if result.state == "COMPLETED" and result.returncode is not None:
-        local = RunResult(
-            returncode=result.returncode, started=result.started, ended=result.ended, pid=0
-        )
-        run.finish(local)
+    record.update(slurm_state=result.slurm_state)
+    if result.slurm_state == "COMPLETED" and result.returncode is not None:
+        run.finish(result)
         return
-    status = Status.TIMEOUT if result.state == "TIMEOUT" else Status.FAILED
+    status = Status.TIMEOUT if result.slurm_state == "TIMEOUT" else Status.FAILED
     run.end(status, ended=result.ended, duration=round(result.duration, 3))
     raise RunFailed(
         messages.slurm_report(
             run.who,
             request,
-            result.job_id,
-            result.state,
+            str(result.job_id),
+            str(result.slurm_state),
             result.duration,
             result.returncode,
             result.log,
