@@ -103,12 +103,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=TIMEOUT_HELP,
     )
     parser.addini("xstash_timeout", TIMEOUT_HELP, default="")
-    group.addoption(
+    _flag(
+        group,
         "--xstash-detach",
-        dest="xstash_detach",
-        action="store_true",
-        default=False,
-        help="submit SLURM experiments and exit at once (each reported as skipped: submitted, "
+        "submit SLURM experiments and exit at once (each reported as skipped: submitted, "
         "with its job id); a later pytest over the same configs attaches to those jobs",
     )
     group.addoption(
@@ -122,13 +120,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("xstash_kill_grace", GRACE_HELP, default="")
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
     parser.addini("xstash_compose", COMPOSE_HELP, default="")
-    group.addoption(
-        "--xstash-reuse",
-        dest="xstash_reuse",
-        action="store_true",
-        default=False,
-        help=REUSE_HELP,
-    )
+    _flag(group, "--xstash-reuse", REUSE_HELP)
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
     progress_addoption(parser, group)
     group.addoption(
@@ -138,12 +130,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("xstash_secret_env", SECRET_ENV_HELP, type="linelist", default=[])
 
 
+def _flag(group: pytest.OptionGroup, name: str, help: str) -> None:
+    """An on/off option ``--xstash-x`` (dest ``xstash_x``), off unless given."""
+    dest = name.lstrip("-").replace("-", "_")
+    group.addoption(name, dest=dest, action="store_true", default=False, help=help)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings = build_settings(config)  # every xstash option and ini value, once
-    masking.configure(settings.secret_env.value)
+    masking.configure(settings.secret_env)
     state = make_state(config, settings)
     config.stash[STATE_KEY] = state
-    state.overrides = parse_cli_overrides(settings.overrides_raw.value)
+    state.overrides = parse_cli_overrides(settings.overrides_raw)
     if threading.current_thread() is threading.main_thread():
         _install_signal_handlers(config, state)
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports
@@ -302,7 +300,7 @@ def pytest_runtest_makereport(
 
 
 def _order(config: pytest.Config) -> str:
-    return str(get_state(config).settings.order.value)
+    return get_state(config).settings.order
 
 
 @pytest.hookimpl(trylast=True)
@@ -394,12 +392,12 @@ class Results:
             )
         for line in slow_warnings(rows):
             terminalreporter.write_line(f"warning: {line}", yellow=True)
-        if self.state.report_path is not None:
-            terminalreporter.write_line(f"results written to {self.state.report_path}")
+        if self.state.settings.report is not None:
+            terminalreporter.write_line(f"results written to {self.state.settings.report}")
 
     def pytest_sessionfinish(self) -> None:
         save_durations(self.state.output_root, self.state.rows)
-        path = self.state.report_path
+        path = self.state.settings.report
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,43 +63,12 @@ class State:
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)
-        self.watchdog = Watchdog(self.xstash_dir / "watchdog", self.grace)
+        self.watchdog = Watchdog(self.xstash_dir / "watchdog", self.settings.grace)
         self.stale = StaleRuns(self.output_root)
 
-    # The settings most used, by name.
     @property
     def output_root(self) -> Path:
-        return Path(self.settings.output_root.value)
-
-    @property
-    def live(self) -> bool:
-        return bool(self.settings.live.value)
-
-    @property
-    def timeout(self) -> float | None:
-        value = self.settings.timeout.value
-        return None if value is None else float(value)
-
-    @property
-    def timeout_source(self) -> str:
-        return "" if self.settings.timeout.value is None else self.settings.timeout.source
-
-    @property
-    def grace(self) -> float:
-        return float(self.settings.grace.value)
-
-    @property
-    def launcher(self) -> str:
-        return str(self.settings.launcher.value)
-
-    @property
-    def detach(self) -> bool:
-        return bool(self.settings.detach.value)
-
-    @property
-    def report_path(self) -> Path | None:
-        value = self.settings.report.value
-        return None if value is None else Path(value)
+        return self.settings.output_root
 
     @property
     def xstash_dir(self) -> Path:
@@ -176,15 +145,15 @@ def make_state(config: pytest.Config, settings: Settings) -> State:
         session_id = str(workerinput["xstash_session_id"])
     else:
         session_id = uuid.uuid4().hex
-    own = xstash_dir(Path(settings.output_root.value))
+    own = xstash_dir(settings.output_root)
     envs = EnvManager(own, session_id)
     return State(
         config=config,
         settings=settings,
         session_id=session_id,
         envs=envs,
-        compose=ComposeService(own, envs) if settings.compose.value else None,
-        reuse=ReuseIndex(Path(settings.output_root.value)) if settings.reuse.value else None,
+        compose=ComposeService(own, envs) if settings.compose else None,
+        reuse=ReuseIndex(settings.output_root) if settings.reuse else None,
     )
 
 

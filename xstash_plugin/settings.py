@@ -9,7 +9,7 @@ value means the same folder everywhere. No hook reads an xstash option after thi
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,45 +36,60 @@ class Setting:
 
 @dataclass(frozen=True)
 class Settings:
-    output_root: Setting
-    compose: Setting  # bool
-    reuse: Setting  # bool
-    launcher: Setting  # "local" | "slurm"
-    detach: Setting  # bool
-    timeout: Setting  # float seconds | None
-    grace: Setting  # float seconds
-    order: Setting  # "longest" | "file"
-    report: Setting  # Path | None
-    secret_env: Setting  # tuple[str, ...]
-    progress: Setting  # one of PROGRESS_MODES, as asked (the display decides what it can do)
-    progress_interval: Setting  # float seconds
-    overrides_raw: Setting  # tuple[str, ...]: --xstash-override KEY=VALUE as typed
-    live: Setting  # bool: -s, the tools' output goes to the terminal too
+    """The session's settings, typed; ``sources`` names where each came from."""
+
+    output_root: Path
+    compose: bool
+    reuse: bool
+    launcher: str  # "local" | "slurm"
+    detach: bool
+    timeout: float | None  # seconds
+    grace: float  # seconds between SIGTERM and SIGKILL
+    order: str  # "longest" | "file"
+    report: Path | None
+    secret_env: tuple[str, ...]
+    progress: str  # one of PROGRESS_MODES, as asked (the display decides what it can do)
+    progress_interval: float  # seconds
+    overrides_raw: tuple[str, ...]  # --xstash-override KEY=VALUE as typed
+    live: bool  # -s: the tools' output goes to the terminal too
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, found: dict[str, Setting]) -> Settings:
+        values = {name: setting.value for name, setting in found.items()}
+        return cls(**values, sources={name: setting.source for name, setting in found.items()})
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
 
     def to_wire(self) -> dict[str, Any]:
         """Plain data for pytest-xdist's workerinput."""
         return {
-            f.name: [_plain(getattr(self, f.name).value), getattr(self, f.name).source]
+            f.name: [_plain(getattr(self, f.name)), self.source(f.name)]
             for f in dataclasses.fields(self)
+            if f.name != "sources"
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Settings:
-        values = {}
+        found = {}
         for f in dataclasses.fields(cls):
+            if f.name == "sources":
+                continue
             value, source = data[f.name]
             if f.name in ("output_root", "report") and value is not None:
                 value = Path(value)
             elif isinstance(value, list):
                 value = tuple(value)
-            values[f.name] = Setting(value, source)
-        return cls(**values)
+            found[f.name] = Setting(value, source)
+        return cls.of(found)
 
     def describe(self) -> list[str]:
-        """``name = value (source)`` per setting, for ``-v`` headers and debugging."""
+        """``name = value (source)`` per setting, for debugging."""
         return [
-            f"{f.name} = {getattr(self, f.name).value!r} ({getattr(self, f.name).source})"
+            f"{f.name} = {getattr(self, f.name)!r} ({self.source(f.name)})"
             for f in dataclasses.fields(self)
+            if f.name != "sources"
         ]
 
 
@@ -171,25 +186,27 @@ def build(config: pytest.Config) -> Settings:
     reuse, reuse_source = _option_or_ini(config, "xstash_reuse", "xstash_reuse")
     launcher = config.getoption("xstash_launcher")
     overrides = tuple(config.getoption("xstash_overrides") or ())
-    return Settings(
-        output_root=_output_root(config),
-        compose=_compose(config),
-        reuse=Setting(bool(reuse), reuse_source),
-        launcher=Setting(launcher, "--xstash-launcher") if launcher else Setting("local"),
-        detach=Setting(True, "--xstash-detach")
-        if config.getoption("xstash_detach")
-        else Setting(False),
-        timeout=_duration(config, "xstash_timeout", cli=True, positive=True),
-        grace=grace if grace.value is not None else Setting(GRACE_SECONDS),
-        order=_choice(config, "xstash_order", ORDERS, "longest"),
-        report=_report(config),
-        secret_env=Setting(
-            tuple(config.getini("xstash_secret_env") or ()), "ini xstash_secret_env"
-        ),
-        progress=_choice(config, "xstash_progress", PROGRESS_MODES, "auto"),
-        progress_interval=interval
-        if interval.value is not None
-        else Setting(parse_duration(DEFAULT_PROGRESS_INTERVAL)),
-        overrides_raw=Setting(overrides, "--xstash-override" if overrides else "default"),
-        live=Setting(config.getoption("capture") == "no", "--capture"),
+    return Settings.of(
+        dict(
+            output_root=_output_root(config),
+            compose=_compose(config),
+            reuse=Setting(bool(reuse), reuse_source),
+            launcher=Setting(launcher, "--xstash-launcher") if launcher else Setting("local"),
+            detach=Setting(True, "--xstash-detach")
+            if config.getoption("xstash_detach")
+            else Setting(False),
+            timeout=_duration(config, "xstash_timeout", cli=True, positive=True),
+            grace=grace if grace.value is not None else Setting(GRACE_SECONDS),
+            order=_choice(config, "xstash_order", ORDERS, "longest"),
+            report=_report(config),
+            secret_env=Setting(
+                tuple(config.getini("xstash_secret_env") or ()), "ini xstash_secret_env"
+            ),
+            progress=_choice(config, "xstash_progress", PROGRESS_MODES, "auto"),
+            progress_interval=interval
+            if interval.value is not None
+            else Setting(parse_duration(DEFAULT_PROGRESS_INTERVAL)),
+            overrides_raw=Setting(overrides, "--xstash-override" if overrides else "default"),
+            live=Setting(config.getoption("capture") == "no", "--capture"),
+        )
     )

@@ -5,6 +5,7 @@ adds to the tool's config on purpose). Never part of the tool's config.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -47,6 +48,10 @@ class XstashSettings:
     launcher: str | None = None  # xstash.launcher
     resources: dict[str, Any] = field(default_factory=dict)  # xstash.resources
     new_keys: tuple[str, ...] = ()  # xstash.new_keys: keys added to the tool's config on purpose
+
+    def fields(self) -> dict[str, Any]:
+        """These settings by name (an Experiment is made with them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(XstashSettings)}
 
 
 def check_xstash(

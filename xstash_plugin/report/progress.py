@@ -70,8 +70,8 @@ def setup(config: pytest.Config, state: State) -> None:
             config.stash[TRACKER_KEY] = Tracker(folder)
             config.pluginmanager.register(config.stash[TRACKER_KEY], "xstash-progress-tracker")
         return
-    mode = _requested_mode(config, str(state.settings.progress.value))
-    interval = float(state.settings.progress_interval.value)
+    mode = _requested_mode(config, state.settings.progress)
+    interval = state.settings.progress_interval
     if mode == "off":
         config.pluginmanager.register(_Off(), "xstash-progress")
         return

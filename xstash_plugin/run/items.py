@@ -156,7 +156,7 @@ class ExperimentItem(pytest.Item):
     def launcher(self) -> str:
         """Most specific first: the config's xstash.launcher, the tool's, the session's."""
         state = get_state(self.config)
-        return self.experiment.launcher or self.experiment.tool.launcher or state.launcher
+        return self.experiment.launcher or self.experiment.tool.launcher or state.settings.launcher
 
     def presubmit(self) -> None:
         """Submit this experiment's SLURM job now (the session submits all before any runs)."""

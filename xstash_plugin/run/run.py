@@ -156,7 +156,10 @@ class Run:
         """The run's time limit and where it comes from: the config's own, else the session's."""
         if self.experiment.timeout is not None:
             return self.experiment.timeout, f"xstash.timeout in {self.item.config_relpath}"
-        return self.state.timeout, self.state.timeout_source
+        settings = self.state.settings
+        if settings.timeout is None:
+            return None, ""
+        return settings.timeout, settings.source("timeout")
 
     def settle_stale(self) -> None:
         """Runs of this experiment an earlier, dead session left 'running' on this host: close
@@ -267,12 +270,12 @@ class Run:
         cookie = uuid.uuid4().hex  # marks every process of this run, see kill_escapees
         self.request = RunRequest(
             timeout=timeout,
-            grace=state.grace,
+            grace=state.settings.grace,
             argv=argv,
             cwd=tool.path,
             env={**tool_environ(tool), COOKIE_VAR: cookie},
             run_dir=run_dir,
-            live=state.live,
+            live=state.settings.live,
             cookie=cookie,
         )
         self.record.update(launcher=item.launcher())

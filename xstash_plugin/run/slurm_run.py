@@ -97,7 +97,7 @@ def run_slurm(run: Run) -> None:
         submit(run)
     job, request, record = run.slurm_job, run.request, run.record
     assert job is not None and request is not None and record is not None
-    if run.state.detach:
+    if run.state.settings.detach:
         run.slurm_finished = True  # nobody waits, and nobody cancels it either
         record.update(status=Status.SUBMITTED)
         run.save()
