@@ -45,6 +45,28 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def background_pytest(project: Project, workers: list[str]) -> subprocess.Popen[bytes]:
+    """pytest over the project's configs, in a session of its own, output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "configs", *workers, "-p", "no:cacheprovider"],
+        cwd=project.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def victim_tool(project: Project) -> int:
+    """The pid of experiment 'victim''s tool, once its record names it (at most 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tool_pid = records(project.root).get("victim", {}).get("tool_pid")
+        if tool_pid is not None:
+            return int(tool_pid)
+        time.sleep(0.05)
+    raise AssertionError("the victim never started")
+
+
 def test_killed_worker_loses_only_its_experiment(project: Project) -> None:
     project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
     project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 60\n")
@@ -93,21 +115,11 @@ def test_killed_pytest_leaves_no_tool_running(project: Project, workers: list[st
     them running on under PID 1 as 'running'."""
     project.tool("escaper", ESCAPER, entrypoint="main.py", env="system", deps=None)
     project.config("victim.yaml", "tool: escaper\nexperiment: victim\nsleep: 60\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "configs", *workers, "-p", "no:cacheprovider"],
-        cwd=project.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = background_pytest(project, workers)
     tool_pid = None
     try:
+        tool_pid = victim_tool(project)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and tool_pid is None:
-            victim = records(project.root).get("victim", {})
-            tool_pid = victim.get("tool_pid")
-            time.sleep(0.05)
-        assert tool_pid is not None, "the victim never started"
         (run_dir,) = project.run_dirs("victim")
         while time.monotonic() < deadline and not (run_dir / "escapee.pid").exists():
             time.sleep(0.05)
@@ -222,20 +234,10 @@ def test_a_run_left_running_by_a_dead_session_is_settled_by_the_next(
     second copy while it lives, and marks it 'error' once it is gone."""
     project.tool("sleeper", SLEEPER, entrypoint="main.py", env="system", deps=None)
     project.config("victim.yaml", "tool: sleeper\nexperiment: victim\nsleep: 120\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "configs", "-p", "no:cacheprovider"],
-        cwd=project.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = background_pytest(project, [])
     tool_pid = None
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and tool_pid is None:
-            tool_pid = records(project.root).get("victim", {}).get("tool_pid")
-            time.sleep(0.05)
-        assert tool_pid is not None, "the victim never started"
+        tool_pid = victim_tool(project)
         watchdog = _watchdog_of(proc.pid)
         assert watchdog is not None, "no watchdog found"
         os.kill(watchdog, signal.SIGKILL)

@@ -13,29 +13,9 @@ from pathlib import Path
 
 import pytest
 import xmlschema
-from helpers import Project
+from helpers import METRICS_EXIT_TOOL, Project
 
 SCHEMA = Path(__file__).parent / "data" / "junit-10.xsd"
-
-# Writes cfg.metrics to metrics.json in Hydra's output dir, then exits with cfg.code.
-TOOL = """\
-import json, os, sys
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
-
-@hydra.main(version_base=None, config_path=None, config_name=None)
-def main(cfg):
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    if "metrics" in conf:
-        out = HydraConfig.get().runtime.output_dir
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(conf["metrics"], f)
-    sys.exit(int(conf.get("code", 0)))
-
-if __name__ == "__main__":
-    main()
-"""
 
 GOOD = """\
 tool: m
@@ -67,7 +47,7 @@ RUN = ("run_dir", "exit_code", "duration")
 
 @pytest.fixture
 def repo(project: Project, hydra_python: str) -> Project:
-    project.tool("m", TOOL, env=hydra_python, deps=None)
+    project.tool("m", METRICS_EXIT_TOOL, env=hydra_python, deps=None)
     project.config("good.yaml", GOOD)
     project.config("bad.yaml", BAD)
     return project

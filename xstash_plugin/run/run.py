@@ -289,6 +289,7 @@ class Run:
         tool = self.experiment.tool
 
         def started(pid: int) -> None:
+            state.watchdog.add(pid, request.cookie, request.run_dir)  # should pytest die...
             # Who runs it: a controller that sees this worker die can find the run and its
             # orphaned process group by these.
             record.update(
@@ -300,7 +301,6 @@ class Run:
                 session=state.session_id,
             )
             self.save()
-            state.watchdog.add(pid, request.cookie, request.run_dir)  # should pytest die...
             progress.announce(self.item, request, pid)  # removed when runtest ends
 
         def interrupted() -> None:
