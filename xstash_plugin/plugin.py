@@ -28,11 +28,17 @@ from xstash_plugin.report.progress import addoption as progress_addoption
 from xstash_plugin.report.progress import setup as progress_setup
 from xstash_plugin.report.rows import (
     TERMINAL_METRICS,
+    fold,
     slow_warnings,
     table_rows,
     text_table,
 )
-from xstash_plugin.run.items import ExperimentFile, ExperimentItem
+from xstash_plugin.run.items import (
+    AggregateItem,
+    ExperimentFile,
+    ExperimentItem,
+    aggregates_after_seeds,
+)
 from xstash_plugin.run.record import RunRecord, row_of
 from xstash_plugin.run.stale import recover_crashed_run
 from xstash_plugin.session import (
@@ -58,8 +64,15 @@ TIMEOUT_HELP = (
 GRACE_HELP = "time between SIGTERM and SIGKILL when a run is stopped (default 3s)"
 REPORT_HELP = (
     "write the results (one row per experiment, one column per metric, the run directory) "
-    "to PATH; the suffix chooses the format: .csv, .json, .md, or .html (one self-contained "
-    "page: a sortable, filterable table with links to each run, and a plot per sweep)"
+    "to PATH; the suffix chooses the format: .csv, .json, .md, .html (one self-contained "
+    "page: a sortable, filterable table with links to each run, and a plot per sweep), or "
+    ".tex (a booktabs table for a paper: mean ± CI over seeds, best value per column in "
+    "bold); give it more than once for several files"
+)
+TABLE_DIGITS_HELP = "digits after the decimal point in a .tex report (default 3)"
+TABLE_METRICS_HELP = (
+    "comma-separated metrics a .tex report shows as columns (default: those with "
+    "expectations, then the others, at most 4)"
 )
 
 SUFFIXES = (".yaml", ".yml")
@@ -75,8 +88,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=OUTPUT_ROOT_HELP,
     )
     group.addoption(
-        "--xstash-report", dest="xstash_report", default=None, metavar="PATH", help=REPORT_HELP
+        "--xstash-report",
+        dest="xstash_report",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=REPORT_HELP,
     )
+    group.addoption(
+        "--xstash-table-digits", dest="xstash_table_digits", default=None, help=TABLE_DIGITS_HELP
+    )
+    parser.addini("xstash_table_digits", TABLE_DIGITS_HELP, default="")
+    group.addoption(
+        "--xstash-table-metrics",
+        dest="xstash_table_metrics",
+        default=None,
+        metavar="NAMES",
+        help=TABLE_METRICS_HELP,
+    )
+    parser.addini("xstash_table_metrics", TABLE_METRICS_HELP, default="")
     group.addoption(
         "--xstash-override",
         dest="xstash_overrides",
@@ -204,9 +234,10 @@ class XdistHooks:
 
     @pytest.hookimpl
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        """With ``--dist load`` (what ``-n`` means) and longest-first order, deal the longest
-        experiments to different workers instead of xdist's consecutive first chunks."""
-        if config.getoption("dist", "no") != "load" or _order(config) != "longest":
+        """With ``--dist load`` (what ``-n`` means), deal the experiments out one by one (the
+        longest first go to different workers, not xdist's consecutive first chunks), and
+        hold each seeded point's aggregate back until its seeds are done."""
+        if config.getoption("dist", "no") != "load":
             return None
         from xstash_plugin.scheduling import LongestFirstScheduling
 
@@ -226,7 +257,9 @@ class XdistHooks:
                 record = RunRecord.load(run_dir)
             except (OSError, ValueError):
                 continue
-            state.rows.append(row_of(record, run_dir, id=crashitem, status="error"))
+            row = row_of(record, run_dir, id=crashitem, status="error")
+            state.rows.append(row)
+            state.session_results.put(crashitem, row)  # a seed's aggregate sees how it ended
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ExperimentFile | None:
@@ -279,6 +312,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None:
         state.preload.close()
         state.watchdog.close()
+        if not hasattr(config, "workerinput"):
+            state.session_results.clear()  # the seeds' results were for their aggregates
 
 
 @pytest.hookimpl(wrapper=True)
@@ -286,7 +321,7 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if isinstance(item, ExperimentItem):
+    if isinstance(item, (ExperimentItem, AggregateItem)):
         # Everything reported about an experiment goes through here (terminal, JUnit, xdist,
         # report files): the session's secret values are masked once, in one place.
         report.sections = [(title, masking.mask(text)) for title, text in report.sections]
@@ -295,7 +330,10 @@ def pytest_runtest_makereport(
             report.longrepr = masking.mask(report.longrepr)
         if report.when == "call":
             # A plain attribute of the report: pytest-xdist carries it to the controller.
-            report.xstash = masking.mask_data(dict(item.result_row))  # type: ignore[attr-defined]
+            row = masking.mask_data(dict(item.result_row))
+            report.xstash = row  # type: ignore[attr-defined]
+            if isinstance(item, ExperimentItem) and item.group is not None:
+                get_state(item.config).session_results.put(item.nodeid, row)  # for its aggregate
     return report
 
 
@@ -306,26 +344,27 @@ def _order(config: pytest.Config) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Identical on every xdist worker: lets the controller show results in collection order.
+    ours = [item for item in items if isinstance(item, (ExperimentItem, AggregateItem))]
+    for index, node in enumerate(ours):
+        node.set_order(index)
     slots = [i for i, item in enumerate(items) if isinstance(item, ExperimentItem)]
     experiments = [items[i] for i in slots]
-    for index, item in enumerate(experiments):
-        assert isinstance(item, ExperimentItem)
-        item.set_order(index)
-    if _order(config) == "file" or len(experiments) < 2:
-        return
-    learned: dict[str, float] | None = None
-    estimates: list[float | None] = []
-    for item in experiments:
-        assert isinstance(item, ExperimentItem)
-        estimate = item.experiment.estimated_seconds
-        if estimate is None:
-            if learned is None:  # read once, and only when some config gives no estimate
-                learned = load_durations(get_state(config).output_root)
-            estimate = learned.get(item.nodeid)
-        estimates.append(estimate)
-    # Other tests keep their places; experiments are reordered among their own.
-    for slot, item in zip(slots, longest_first(experiments, estimates), strict=True):
-        items[slot] = item
+    if _order(config) != "file" and len(experiments) > 1:
+        learned: dict[str, float] | None = None
+        estimates: list[float | None] = []
+        for item in experiments:
+            assert isinstance(item, ExperimentItem)
+            estimate = item.experiment.estimated_seconds
+            if estimate is None:
+                if learned is None:  # read once, and only when some config gives no estimate
+                    learned = load_durations(get_state(config).output_root)
+                estimate = learned.get(item.nodeid)
+            estimates.append(estimate)
+        # Other tests keep their places; experiments are reordered among their own.
+        for slot, item in zip(slots, longest_first(experiments, estimates), strict=True):
+            items[slot] = item
+    if any(isinstance(item, AggregateItem) for item in items):
+        items[:] = aggregates_after_seeds(items)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -374,7 +413,7 @@ class Results:
             self.state.rows.append(row)
 
     def sorted_rows(self) -> list[dict[str, Any]]:
-        return sorted(self.state.rows, key=lambda r: (r.get("order", 0), str(r["id"])))
+        return fold(sorted(self.state.rows, key=lambda r: (r.get("order", 0), str(r["id"]))))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         rows = self.sorted_rows()
@@ -392,13 +431,14 @@ class Results:
             )
         for line in slow_warnings(rows):
             terminalreporter.write_line(f"warning: {line}", yellow=True)
-        if self.state.settings.report is not None:
-            terminalreporter.write_line(f"results written to {self.state.settings.report}")
+        for path in self.state.settings.reports:
+            terminalreporter.write_line(f"results written to {path}")
 
     def pytest_sessionfinish(self) -> None:
         save_durations(self.state.output_root, self.state.rows)
-        path = self.state.settings.report
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, render(path, self.sorted_rows()))
+        settings = self.state.settings
+        rows = self.sorted_rows()
+        for path in settings.reports:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = render(path, rows, settings.table_digits, settings.table_metrics)
+            atomic_write(path, text)

@@ -1,4 +1,5 @@
-"""pytest-xdist scheduling that keeps longest-first ordering intact (imported only under xdist).
+"""pytest-xdist scheduling that keeps longest-first ordering intact and runs each seeded point's
+aggregate after its seeds (imported only under xdist).
 
 xdist's ``load`` scheduler starts each worker with a chunk of *consecutive* items (a quarter of
 its share), which keeps fixture setups together for unit tests, but with experiments ordered
@@ -6,10 +7,21 @@ longest first it gives all the long ones to the first worker. This scheduler dea
 items out round-robin and then keeps every worker at two items (the one it runs and the next,
 which pytest needs to know for teardown): each worker takes the longest experiment left
 whenever it frees up, which is greedy longest-processing-time-first scheduling.
+
+An aggregate item (``name::mean[point]``, see :mod:`xstash_plugin.config.seeds`) reads its
+seeds' results, so it is held back until every seed of it in this session has finished, or is
+queued ahead of it on the same worker (a worker runs its queue in order). A worker runs an item
+only once it has been given the next one (or told to stop), so holding items back can leave
+every worker waiting with one item each, seeds of the same aggregate on different workers;
+then all but one of those workers are told to stop (they run their last item and leave), and
+the aggregates go to the one that stays. No worker ever waits on an aggregate, and no
+aggregate waits on a worker.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from itertools import cycle
 from typing import Any
 
@@ -17,16 +29,55 @@ from xdist.scheduler import LoadScheduling  # type: ignore[import-untyped]
 
 # What every worker has queued: the item it runs and the next one.
 PENDING_PER_WORKER = 2
+# An aggregate's id: `<file>::<name>::mean[<group label>]`, or `<file>::<name>::mean`.
+_AGGREGATE = re.compile(r"(.*)::mean(?:\[(.*)\])?")
+# A seed run's id ends in `[<group label>-<key>=<seed>]` or `[<key>=<seed>]`.
+_SEED_TAIL = re.compile(r"[^=\[\]]+=-?\d+\]")
+
+
+def aggregate_dependencies(collection: Sequence[str]) -> dict[int, set[int]]:
+    """For each aggregate's index in ``collection``, the indices of its seeds there.
+
+    The aggregate ``<name>::mean[<label>]`` depends on the items ``<name>[<label>-<key>=<n>]``,
+    and ``<name>::mean`` on ``<name>[<key>=<n>]`` (see
+    :meth:`xstash_plugin.config.seeds.Seeding.labels`). Where a label could be read two ways
+    (a swept value holding ``-``), a seed may count for two aggregates: that only makes one
+    wait longer.
+    """
+    groups: dict[str, int] = {}
+    for index, nodeid in enumerate(collection):
+        match = _AGGREGATE.fullmatch(nodeid)
+        if match is not None:
+            name, label = match.groups()
+            groups[f"{name}[{label}]" if label is not None else name] = index
+    deps: dict[int, set[int]] = {index: set() for index in groups.values()}
+    if not groups:
+        return deps
+    for index, nodeid in enumerate(collection):
+        if not nodeid.endswith("]") or index in deps:
+            continue
+        for cut, char in enumerate(nodeid):
+            if char not in "[-" or not _SEED_TAIL.fullmatch(nodeid, cut + 1):
+                continue
+            group = nodeid[:cut] if char == "[" else nodeid[:cut] + "]"
+            if group in groups:
+                deps[groups[group]].add(index)
+    return deps
 
 
 class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
-    """``--dist load`` with round-robin start and a short queue per worker."""
+    """``--dist load`` with round-robin start, a short queue per worker, and aggregates held
+    back until their seeds are done."""
+
+    def __init__(self, config: Any, log: Any = None) -> None:
+        super().__init__(config, log)
+        self.deps: dict[int, set[int]] = {}
+        self.done: set[int] = set()
 
     def schedule(self) -> None:
         assert self.collection_is_completed
         if self.collection is not None:  # type: ignore[has-type]  # a new node joined later: top everyone up
-            for node in self.nodes:
-                self.check_schedule(node)
+            self._top_up()
             return
         if not self._check_nodes_have_same_collection():
             self.log("**Different tests collected, aborting run**")
@@ -34,21 +85,61 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
         collection: list[str] = next(iter(self.node2collection.values()))
         self.collection = collection
         self.pending[:] = range(len(collection))
+        self.deps = aggregate_dependencies(collection)
         if not collection:
             return
         nodes = cycle(self.nodes)
         for _ in range(min(len(self.pending), PENDING_PER_WORKER * len(self.nodes))):
-            self._send_tests(next(nodes), 1)
-        if not self.pending:
-            for node in self.nodes:
-                node.shutdown()
+            self._send_next(next(nodes))
+        self._top_up()
+
+    def _ready(self, index: int, node: Any) -> bool:
+        """Whether item ``index`` may go to ``node`` now: any item but an aggregate; an
+        aggregate once each of its seeds is done or queued ahead of it on ``node``."""
+        deps = self.deps.get(index)
+        if deps is None:
+            return True
+        queued = self.node2pending[node]
+        return all(dep in self.done or dep in queued for dep in deps)
+
+    def _send_next(self, node: Any) -> bool:
+        for position, index in enumerate(self.pending):
+            if self._ready(index, node):
+                del self.pending[position]
+                self.node2pending[node].append(index)
+                node.send_runtest_some([index])
+                return True
+        return False
 
     def check_schedule(self, node: Any, duration: float = 0) -> None:
-        if node.shutting_down:
-            return
+        self._top_up()
+
+    def _top_up(self) -> None:
+        """Fill every worker's queue; stop the workers once nothing is left to send."""
+        live = [node for node in self.nodes if not node.shutting_down]
+        for node in live:
+            while len(self.node2pending[node]) < PENDING_PER_WORKER and self._send_next(node):
+                pass
         if not self.pending:
-            node.shutdown()
+            for node in live:
+                node.shutdown()
             return
-        missing = PENDING_PER_WORKER - len(self.node2pending[node])
-        if missing > 0:
-            self._send_tests(node, missing)
+        if live and all(len(self.node2pending[node]) < PENDING_PER_WORKER for node in live):
+            # Every worker waits for a next item, and what is left are aggregates whose seeds
+            # are queued on different workers: let all workers but one run their last item
+            # and leave; the aggregates then go to the one that stays.
+            keeper = max(live, key=lambda node: len(self.node2pending[node]))
+            for node in live:
+                if node is not keeper and self.node2pending[node]:
+                    node.shutdown()
+
+    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        self.done.add(item_index)
+        super().mark_test_complete(node, item_index, duration)
+
+    def remove_node(self, node: Any) -> str | None:
+        pending = self.node2pending.get(node) or []
+        if pending:
+            self.done.add(pending[0])  # the item its crash ended: it is reported as failed
+        crashed: str | None = super().remove_node(node)
+        return crashed

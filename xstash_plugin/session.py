@@ -21,6 +21,7 @@ from xstash_plugin.launchers.preload import PreloadPool
 from xstash_plugin.run.envs import EnvManager
 from xstash_plugin.run.provenance import KeyMaker
 from xstash_plugin.run.reuse import ReuseIndex, SubmittedIndex
+from xstash_plugin.run.session_results import SessionResults
 from xstash_plugin.run.stale import StaleRuns
 from xstash_plugin.run.watchdog import Watchdog
 from xstash_plugin.settings import Settings
@@ -60,11 +61,29 @@ class State:
     preload: PreloadPool = field(default_factory=PreloadPool)  # tools with preload: true
     watchdog: Watchdog = field(init=False)  # kills this process's tools should it be killed
     stale: StaleRuns = field(init=False)  # runs earlier sessions left 'running'
+    session_results: SessionResults = field(init=False)  # seed results, for their aggregates
+    _earlier: ReuseIndex | None = None
+    _selected: set[str] | None = None
 
     def __post_init__(self) -> None:
         self.submitted = SubmittedIndex(self.output_root)
         self.watchdog = Watchdog(self.xstash_dir / "watchdog", self.settings.grace)
         self.stale = StaleRuns(self.output_root)
+        self.session_results = SessionResults(self.xstash_dir / "sessions" / self.session_id)
+
+    def earlier_runs(self) -> ReuseIndex:
+        """Passed runs by run key (the --xstash-reuse index, or one made on first use)."""
+        if self.reuse is not None:
+            return self.reuse
+        if self._earlier is None:
+            self._earlier = ReuseIndex(self.output_root)
+        return self._earlier
+
+    def selected(self, session: pytest.Session) -> set[str]:
+        """The node ids this session runs (after -k, -m, --lf deselection)."""
+        if self._selected is None:
+            self._selected = {item.nodeid for item in session.items}
+        return self._selected
 
     @property
     def output_root(self) -> Path:

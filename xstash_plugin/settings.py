@@ -46,7 +46,9 @@ class Settings:
     timeout: float | None  # seconds
     grace: float  # seconds between SIGTERM and SIGKILL
     order: str  # "longest" | "file"
-    report: Path | None
+    reports: tuple[Path, ...]  # --xstash-report, each file's format from its suffix
+    table_digits: int  # digits after the point in a LaTeX table
+    table_metrics: tuple[str, ...]  # a LaTeX table's metric columns (empty: chosen)
     secret_env: tuple[str, ...]
     progress: str  # one of PROGRESS_MODES, as asked (the display decides what it can do)
     progress_interval: float  # seconds
@@ -77,8 +79,10 @@ class Settings:
             if f.name == "sources":
                 continue
             value, source = data[f.name]
-            if f.name in ("output_root", "report") and value is not None:
+            if f.name == "output_root":
                 value = Path(value)
+            elif f.name == "reports":
+                value = tuple(Path(v) for v in value)
             elif isinstance(value, list):
                 value = tuple(value)
             found[f.name] = Setting(value, source)
@@ -97,7 +101,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)
+        return [_plain(item) for item in value]
     return value
 
 
@@ -161,19 +165,40 @@ def _choice(config: pytest.Config, option: str, choices: tuple[str, ...], defaul
     return Setting(str(raw), source)
 
 
-def _report(config: pytest.Config) -> Setting:
+def _reports(config: pytest.Config) -> Setting:
     from xstash_plugin.report.rows import REPORT_SUFFIXES
 
-    report: str | None = config.getoption("xstash_report")
-    if not report:
-        return Setting(None)
-    path = config.invocation_params.dir / report
-    if path.suffix not in REPORT_SUFFIXES:
-        raise pytest.UsageError(
-            f"--xstash-report {report}: the format comes from the suffix, which must be "
-            f"one of {', '.join(REPORT_SUFFIXES)}"
-        )
-    return Setting(path, "--xstash-report")
+    given: list[str] = config.getoption("xstash_report") or []
+    paths = []
+    for report in given:
+        path = config.invocation_params.dir / report
+        if path.suffix not in REPORT_SUFFIXES:
+            raise pytest.UsageError(
+                f"--xstash-report {report}: the format comes from the suffix, which must be "
+                f"one of {', '.join(REPORT_SUFFIXES)}"
+            )
+        if path not in paths:
+            paths.append(path)
+    return Setting(tuple(paths), "--xstash-report") if paths else Setting(())
+
+
+def _table(config: pytest.Config) -> tuple[Setting, Setting]:
+    raw, source = _option_or_ini(config, "xstash_table_digits", "xstash_table_digits")
+    digits = Setting(3)
+    if raw is not None:
+        try:
+            value = int(str(raw))
+        except ValueError:
+            value = -1
+        if not 0 <= value <= 12:
+            raise pytest.UsageError(f"{source}: {raw!r} is not a number of digits from 0 to 12")
+        digits = Setting(value, source)
+    raw, source = _option_or_ini(config, "xstash_table_metrics", "xstash_table_metrics")
+    if raw is None:
+        return digits, Setting(())
+    names = raw if isinstance(raw, list) else str(raw).split(",")
+    metrics = tuple(name.strip() for name in names if name.strip())
+    return digits, Setting(metrics, source)
 
 
 def build(config: pytest.Config) -> Settings:
@@ -186,6 +211,7 @@ def build(config: pytest.Config) -> Settings:
     reuse, reuse_source = _option_or_ini(config, "xstash_reuse", "xstash_reuse")
     launcher = config.getoption("xstash_launcher")
     overrides = tuple(config.getoption("xstash_overrides") or ())
+    table_digits, table_metrics = _table(config)
     return Settings.of(
         dict(
             output_root=_output_root(config),
@@ -198,7 +224,9 @@ def build(config: pytest.Config) -> Settings:
             timeout=_duration(config, "xstash_timeout", cli=True, positive=True),
             grace=grace if grace.value is not None else Setting(GRACE_SECONDS),
             order=_choice(config, "xstash_order", ORDERS, "longest"),
-            report=_report(config),
+            reports=_reports(config),
+            table_digits=table_digits,
+            table_metrics=table_metrics,
             secret_env=Setting(
                 tuple(config.getini("xstash_secret_env") or ()), "ini xstash_secret_env"
             ),

@@ -8,13 +8,16 @@ Every expectation is checked and reported, not only the first that fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.yamlio import YamlDoc
 from xstash_plugin.errors import ConfigError
+from xstash_plugin.run.stats import STATISTICS
 
 _OPS = (">=", "<=", "==", "!=", ">", "<")
 
@@ -39,6 +42,9 @@ class Expectation:
     ref: float = 0.0
     lower: float | None = None
     upper: float | None = None
+    # A statistic over seeds ('mean', 'ci_low', ...; see xstash_plugin.run.stats): judged by
+    # the aggregate item of a seeded experiment only. None: the metric of each run.
+    statistic: str | None = None
 
     def describe(self) -> str:
         if self.kind == "cmp":
@@ -139,7 +145,11 @@ def parse_expectation(metric: str, spec: Any, doc: YamlDoc, keys: tuple[str, ...
         raise bad(f"{spec!r} is neither a comparison nor a mapping")
     unknown = sorted(set(map(str, spec)) - {"ref", "tol", "rel", "lower", "upper"})
     if unknown:
-        raise bad(f"unknown key '{unknown[0]}' (allowed: ref, tol, rel, lower, upper)")
+        hint = did_you_mean(unknown[0], ("ref", "tol", "rel", "lower", "upper", *STATISTICS))
+        raise bad(
+            f"unknown key '{unknown[0]}' (allowed: ref, tol, rel, lower, upper; or statistics "
+            f"over seeds: {', '.join(STATISTICS)}).{hint}"
+        )
     if "ref" not in spec:
         raise bad("a mapping needs 'ref', the reference value")
     numbers: dict[str, float | None] = {}
@@ -185,10 +195,33 @@ def parse_expectations(block: Any, doc: YamlDoc) -> tuple[list[Expectation], lis
         ]
     found, errors = [], []
     for metric, spec in block.items():
+        where = ("xstash", "expect", str(metric))
         try:
-            found.append(
-                parse_expectation(str(metric), spec, doc, ("xstash", "expect", str(metric)))
-            )
+            if isinstance(spec, dict) and set(map(str, spec)) & set(STATISTICS):
+                found.extend(_statistics(str(metric), spec, doc, where))
+            else:
+                found.append(parse_expectation(str(metric), spec, doc, where))
         except ConfigError as exc:
             errors.append(exc)
     return found, errors
+
+
+def _statistics(
+    metric: str, spec: dict[Any, Any], doc: YamlDoc, where: tuple[str, ...]
+) -> list[Expectation]:
+    """``accuracy: {mean: '>= 0.9', std: '<= 0.02'}``: expectations on statistics over seeds."""
+    found = []
+    for statistic, inner in spec.items():
+        name = str(statistic)
+        if name not in STATISTICS:
+            raise ConfigError(
+                doc.path,
+                doc.line(*where, name),
+                f"expectation for '{metric}': unknown statistic '{name}'."
+                + did_you_mean(name, STATISTICS),
+                f"statistics over seeds: {', '.join(STATISTICS)}; e.g. {metric}: "
+                "{mean: '>= 0.9', ci_low: '>= 0.85', std: '<= 0.02'}",
+            )
+        exp = parse_expectation(metric, inner, doc, (*where, name))
+        found.append(dataclasses.replace(exp, statistic=name))
+    return found

@@ -15,6 +15,7 @@ from xstash_plugin.config.durations import DURATION_HELP, parse_duration
 from xstash_plugin.config.expectations import Expectation, parse_expectations
 from xstash_plugin.config.overrides import override_value
 from xstash_plugin.config.resources import ResourceError, check_launcher, check_resources
+from xstash_plugin.config.seeds import Seeding, check_direction, check_seeding
 from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.sweeps import Point, parse_sweep
 from xstash_plugin.config.text import quote
@@ -31,6 +32,10 @@ XSTASH_KEYS: dict[str, str] = {
     "launcher": "'local' or 'slurm' (default: the tool's launcher in meta.yaml, else local)",
     "resources": "SLURM resources: {partition, time, cpus, gpus, mem, nodes, account, ...}",
     "new_keys": "keys this experiment adds to the tool's config on purpose, e.g. [model.dropout]",
+    "seeds": "a count (5: seeds 0..4) or a list of seeds: each point runs once per seed",
+    "seed_key": "the override key the seed reaches the tool as (default seed)",
+    "ci": "how the seeds' confidence interval is computed: t (default) or bootstrap",
+    "direction": "which way each metric is better, e.g. {accuracy: max, loss: min}",
 }
 NEW_KEY = re.compile(r"[A-Za-z0-9_][\w-]*(\.[A-Za-z0-9_][\w-]*)*")
 
@@ -48,6 +53,9 @@ class XstashSettings:
     launcher: str | None = None  # xstash.launcher
     resources: dict[str, Any] = field(default_factory=dict)  # xstash.resources
     new_keys: tuple[str, ...] = ()  # xstash.new_keys: keys added to the tool's config on purpose
+    # xstash.seeds: then `points` holds every (point, seed) run, and this the sweep's points
+    seeding: Seeding | None = None
+    direction: tuple[tuple[str, str], ...] = ()  # xstash.direction: metric -> max | min
 
     def fields(self) -> dict[str, Any]:
         """These settings by name (an Experiment is made with them)."""
@@ -63,15 +71,18 @@ def check_xstash(
     inputs = _check_inputs(doc, block, repo_root, errors)
     launcher, resources = _check_launch(doc, block, errors)
     new_keys = _check_new_keys(doc, block, errors)
+    seeding = check_seeding(doc, block, points, expectations, errors)
     return XstashSettings(
         metrics_file=metrics_file,
         expectations=expectations,
-        points=points,
+        points=points if seeding is None else seeding.points(),
         timeout=timeout,
         inputs=inputs,
         launcher=launcher,
         resources=resources,
         new_keys=new_keys,
+        seeding=seeding,
+        direction=check_direction(doc, block, errors),
     )
 
 
@@ -143,6 +154,8 @@ def _check_xstash_block(
             continue
         if key in ("inputs", "launcher", "resources", "new_keys"):
             continue  # checked by _check_inputs, _check_launch and _check_new_keys
+        if key in ("seeds", "seed_key", "ci", "direction"):
+            continue  # checked by config/seeds.py
         if key == "timeout":
             try:
                 timeout = parse_duration(block[key])

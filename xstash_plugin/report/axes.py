@@ -1,8 +1,19 @@
-"""Plot axes: linear or logarithmic scales from data to pixels, and round tick values."""
+"""Plot axes: linear or logarithmic scales from data to pixels, round tick values, where values
+land in a plot's frame (:class:`Plot`) and the mark of a failed run: what report/svg.py and
+report/svg_seeds.py share."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
+
+from xstash_plugin.report.rows import fmt
+
+# Plot geometry (SVG user units = CSS pixels).
+WIDTH, HEIGHT = 560, 330
+LEFT, RIGHT, TOP, BOTTOM = 66, 168, 40, 62
+FAIL_COLOUR = "#C0392B"
 
 
 def is_log_axis(values: list[float]) -> bool:
@@ -75,3 +86,47 @@ def padded(low: float, high: float, log: bool) -> tuple[float, float]:
         return _widen(low, high)
     pad = (high - low) * 0.08
     return low - pad, high + pad
+
+
+@dataclass
+class Plot:
+    """Where values land in one plot's frame (x0..x1 left to right, y0..y1 top to bottom)."""
+
+    categories: list[str]  # the x values as text, when they are not all numbers
+    x_scale: Scale | None  # when they are
+    x_range: tuple[float, float]  # the padded range of numeric x values
+    log_x: bool
+    y_scale: Scale
+    y_low: float
+    y_high: float
+    x0: int = LEFT
+    x1: int = WIDTH - RIGHT
+    y0: int = TOP
+    y1: int = HEIGHT - BOTTOM
+
+    @property
+    def scale_name(self) -> str:
+        return "log" if self.log_x else "linear" if self.x_scale is not None else "category"
+
+    def x_pos(self, x: Any) -> float:
+        if self.x_scale is not None:
+            return self.x_scale(float(x))
+        position = (self.categories.index(fmt(x)) + 0.5) / len(self.categories)
+        return self.x0 + position * (self.x1 - self.x0)
+
+    def x_order(self, x: Any) -> float:
+        return float(x) if self.x_scale is not None else self.categories.index(fmt(x))
+
+
+def coord(value: float) -> str:
+    """Coordinates: short and stable (diffable)."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def cross(cx: float, cy: float, size: float) -> str:
+    """The mark of a run that did not pass."""
+    left, right, top, bottom = (coord(v) for v in (cx - size, cx + size, cy - size, cy + size))
+    return (
+        f'<path class="cross" d="M{left},{top} L{right},{bottom} M{left},{bottom} L{right},{top}" '
+        f'stroke="{FAIL_COLOUR}" stroke-width="2.5"/>'
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from xstash_plugin.config.durations import format_duration
 from xstash_plugin.config.text import elide, printable
 
-REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm")
+REPORT_SUFFIXES = (".csv", ".json", ".md", ".html", ".htm", ".tex")
 TERMINAL_METRICS = 4
 PASSING = ("passed", "reused")
 
@@ -112,24 +112,82 @@ def sweep_columns(rows: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
+def is_aggregate(row: dict[str, Any]) -> bool:
+    return row.get("kind") == "aggregate"
+
+
+def fold(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each seeded point's aggregate where its first seed was, followed by its
+    seed rows (a seed whose aggregate is not among the rows stays where it is)."""
+    aggregates = {row["id"]: row for row in rows if is_aggregate(row)}
+    if not aggregates:
+        return rows
+    children: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("group") in aggregates:
+            children.setdefault(row["group"], []).append(row)
+    out: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for row in rows:
+        group = row.get("group")
+        key = str(group) if group in aggregates else str(row["id"])
+        if key in aggregates:
+            if key not in placed:
+                placed.add(key)
+                out += [aggregates[key], *children.get(key, [])]
+            continue
+        out.append(row)
+    return out
+
+
+def half_width(stats: dict[str, Any]) -> float | None:
+    """Half the confidence interval's width (what ``mean ± x`` shows); None without a CI."""
+    low, high = stats.get("ci_low"), stats.get("ci_high")
+    if low is None or high is None or not (is_number(low) and is_number(high)):
+        return None
+    return (float(high) - float(low)) / 2
+
+
+def stat_text(stats: dict[str, Any]) -> str:
+    """``0.9123 ± 0.011``: the mean and half its CI's width (the mean alone without a CI)."""
+    mean = stats.get("mean")
+    if mean is None or not is_number(mean):
+        return ""
+    half = half_width(stats)
+    return f"{float(mean):.4g}" + ("" if half is None else f" ± {half:.2g}")
+
+
+def metric_text(row: dict[str, Any], metric: str, flat: dict[str, Any]) -> str:
+    """A metric's cell: ``mean ± CI`` for an aggregate, the value for a run."""
+    stats = (row.get("stats") or {}).get(metric) if is_aggregate(row) else None
+    return stat_text(stats) if isinstance(stats, dict) else fmt(flat.get(metric))
+
+
 def table_rows(rows: list[dict[str, Any]], limit: int | None) -> tuple[list[str], list[list[str]]]:
-    metrics = metric_columns(rows, limit)
-    fixed = ("experiment", "tool", "status", "duration", "estimate")
+    """The terminal table (and the .md report): one row per run; a seeded point's aggregate
+    (``mean ± CI``, its n) with its seeds indented under it."""
+    rows = fold(rows)
+    metrics = metric_columns([r for r in rows if not r.get("group")] or rows, limit)
+    seeded = any(is_aggregate(row) for row in rows)
+    fixed = ("experiment", "tool", "status", *(("n",) if seeded else ()), "duration", "estimate")
     swept = sweep_columns(rows)
     header = [*fixed, *swept, *(column_name(m, (*fixed, *swept)) for m in metrics)]
     body = []
+    folded = {row["id"] for row in rows if is_aggregate(row)}
     for row in rows:
         flat = flatten(row.get("metrics") or {})  # once per row, not once per column
         duration = row.get("duration")
+        name = f"  {display_name(row)}" if row.get("group") in folded else row["id"]
         body.append(
             [
-                row["id"],
+                name,
                 row["tool"],
-                row["status"],
+                str(row["status"]),
+                *((fmt(row.get("n")) if is_aggregate(row) else "",) if seeded else ()),
                 "" if duration is None else format_duration(float(duration)),
                 row.get("estimated_runtime") or "",
                 *(fmt((row.get("point") or {}).get(k)) for k in swept),
-                *(fmt(flat.get(m)) for m in metrics),
+                *(metric_text(row, m, flat) for m in metrics),
             ]
         )
     return header, body

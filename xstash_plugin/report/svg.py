@@ -3,19 +3,39 @@
 No plotting library: static SVG needs no network, prints, and diffs. The expectations are shaded
 bands, drawn from the bounds each verdict carries as data (``Verdict.as_dict()["bounds"]``);
 rows from records without them (older versions) get no band.
+
+Seeds: a sweep run over several seeds is plotted from its *aggregate* rows (one per point, the
+mean as the line); ``fold_seeds`` puts each seed row under its aggregate (``Sweep.seeds``),
+and :class:`~xstash_plugin.report.svg_seeds.SeedLayers` add each line's confidence band and
+its seeds as faint points. Without seeds there are no such layers: plots as they always were.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from xstash_plugin.report.axes import Scale, is_log_axis, log_ticks, nice_ticks, padded, tick_label
+from xstash_plugin.report.axes import (
+    BOTTOM,
+    HEIGHT,
+    LEFT,
+    RIGHT,
+    TOP,
+    WIDTH,
+    Plot,
+    Scale,
+    coord,
+    cross,
+    is_log_axis,
+    log_ticks,
+    nice_ticks,
+    padded,
+    tick_label,
+)
 from xstash_plugin.report.rows import (
     PASSING,
-    display_name,
     fmt,
     is_number,
     metric_columns,
@@ -24,15 +44,11 @@ from xstash_plugin.report.rows import (
     verdict_of,
     verdict_text,
 )
+from xstash_plugin.report.svg_seeds import SeedLayers, fold_seeds, row_name
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in print.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#6E6E6E", "#000000")
-FAIL_COLOUR = "#C0392B"
 BAND_COLOUR = "#2E9E44"
-
-# Plot geometry (SVG user units = CSS pixels).
-WIDTH, HEIGHT = 560, 330
-LEFT, RIGHT, TOP, BOTTOM = 66, 168, 40, 62
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +104,8 @@ class Sweep:
     experiment: str
     config: str
     keys: list[str]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # seeded: the aggregate rows
+    seeds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # aggregate id -> seeds
 
     @property
     def metrics(self) -> list[str]:
@@ -101,25 +118,28 @@ class Sweep:
 
 
 def sweeps(rows: list[dict[str, Any]]) -> list[Sweep]:
-    """Rows with a sweep point, grouped by config and experiment, in order of appearance."""
+    """Rows with a sweep point, grouped by config and experiment, in order of appearance; seed
+    rows under their aggregate (``Sweep.seeds``), so the seed is no swept key."""
+    top, seeds = fold_seeds(rows)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in top:
         if row.get("point"):
             key = (str(row.get("config") or ""), str(row.get("experiment") or ""))
             groups.setdefault(key, []).append(row)
     return [
-        Sweep(experiment, config, sweep_columns(group), group)
+        Sweep(
+            experiment,
+            config,
+            sweep_columns(group),
+            group,
+            {str(r["id"]): seeds[str(r["id"])] for r in group if str(r.get("id")) in seeds},
+        )
         for (config, experiment), group in groups.items()
     ]
 
 
 # ---------------------------------------------------------------------------------------------
 # SVG plots
-
-
-def _n(value: float) -> str:
-    """Coordinates: short and stable (diffable)."""
-    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -152,38 +172,10 @@ def _series(sweep: Sweep, key: str) -> list[Series]:
     ]
 
 
-@dataclass
-class Plot:
-    """Where values land in one plot's frame (x0..x1 left to right, y0..y1 top to bottom)."""
-
-    categories: list[str]  # the x values as text, when they are not all numbers
-    x_scale: Scale | None  # when they are
-    x_range: tuple[float, float]  # the padded range of numeric x values
-    log_x: bool
-    y_scale: Scale
-    y_low: float
-    y_high: float
-    x0: int = LEFT
-    x1: int = WIDTH - RIGHT
-    y0: int = TOP
-    y1: int = HEIGHT - BOTTOM
-
-    @property
-    def scale_name(self) -> str:
-        return "log" if self.log_x else "linear" if self.x_scale is not None else "category"
-
-    def x_pos(self, x: Any) -> float:
-        if self.x_scale is not None:
-            return self.x_scale(float(x))
-        position = (self.categories.index(fmt(x)) + 0.5) / len(self.categories)
-        return self.x0 + position * (self.x1 - self.x0)
-
-    def x_order(self, x: Any) -> float:
-        return float(x) if self.x_scale is not None else self.categories.index(fmt(x))
-
-
-def _layout(series: list[Series], bands: list[Band], metric: str) -> Plot:
-    """The axes for ``series``: room for every value of ``metric`` and every band edge."""
+def _layout(
+    series: list[Series], bands: list[Band], metric: str, more: list[float] | None = None
+) -> Plot:
+    """The axes for ``series``: room for every value of ``metric``, every band edge, ``more``."""
     xs = [x for s in series for x, _ in s.points]
     numeric_x = bool(xs) and all(is_number(x) for x in xs)
     log_x = numeric_x and is_log_axis([float(x) for x in xs])
@@ -193,7 +185,7 @@ def _layout(series: list[Series], bands: list[Band], metric: str) -> Plot:
             if fmt(x) not in categories:
                 categories.append(fmt(x))
     ys = [float(v) for s in series for _, r in s.points if is_number(v := metric_value(r, metric))]
-    edges = [e for b in bands for e in (b.low, b.high) if math.isfinite(e)]
+    edges = [e for b in bands for e in (b.low, b.high) if math.isfinite(e)] + (more or [])
     y_low, y_high = padded(min(ys + edges, default=0.0), max(ys + edges, default=1.0), False)
     y_scale = Scale(y_low, y_high, HEIGHT - BOTTOM, TOP, log=False)
     if not numeric_x:
@@ -204,10 +196,13 @@ def _layout(series: list[Series], bands: list[Band], metric: str) -> Plot:
 
 
 def plot_svg(sweep: Sweep, metric: str, key: str) -> str:
-    """One plot: ``metric`` against the swept ``key``, one line per value of the other keys."""
+    """One plot: ``metric`` against the swept ``key``, one line per value of the other keys;
+    a seeded sweep's lines with their confidence bands and seeds."""
     series = _series(sweep, key)
     bands = bands_for(sweep.rows, metric)
-    plot = _layout(series, bands, metric)
+    layers = SeedLayers(sweep.rows, sweep.seeds, metric) if sweep.seeds else None
+    more = [v for s in series for v in layers.values(s.points)] if layers else []
+    plot = _layout(series, bands, metric, more)
     title = f"{metric} vs {key}"
     out = [
         # Inline SVG in HTML needs no xmlns: the page names no URL at all.
@@ -226,12 +221,19 @@ def plot_svg(sweep: Sweep, metric: str, key: str) -> str:
     out.extend(_y_axis(plot))
     out.extend(_x_axis(plot))
     out.extend(_axis_labels(plot, metric, key))
+    if layers is not None:  # the confidence bands under every line
+        out.extend(line for s in series for line in layers.band(plot, s.colour, s.label, s.points))
     failed_marks = 0
     for s in series:
-        lines, failed = _series_svg(plot, s, metric)
+        if layers is not None:  # the seeds under their line
+            lines, failed = layers.seeds_svg(plot, s.colour, s.points)
+            out.extend(lines)
+            failed_marks += failed
+        lines, failed = _series_svg(plot, s, metric, layers)
         out.extend(lines)
         failed_marks += failed
-    out.extend(_legend(series, bands, failed_marks, plot.x1 + 14, plot.y0))
+    more_keys = layers.legend([s.colour for s in series]) if layers else []
+    out.extend(_legend(series, bands, failed_marks, (plot.x1 + 14, plot.y0), more_keys))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -242,18 +244,18 @@ def _band_svg(plot: Plot, band: Band) -> list[str]:
     bottom = plot.y_scale(max(band.low, plot.y_low))
     if band.low == band.high:
         return [
-            f'<line class="band-edge" x1="{x0}" x2="{x1}" y1="{_n(top)}" y2="{_n(top)}" '
+            f'<line class="band-edge" x1="{x0}" x2="{x1}" y1="{coord(top)}" y2="{coord(top)}" '
             f'stroke-width="3"><title>{escape(band.label)}</title></line>'
         ]
     out = []
     if bottom > top:
         out.append(
-            f'<rect class="band" x="{x0}" y="{_n(top)}" width="{x1 - x0}" '
-            f'height="{_n(bottom - top)}"><title>{escape(band.label)}</title></rect>'
+            f'<rect class="band" x="{x0}" y="{coord(top)}" width="{x1 - x0}" '
+            f'height="{coord(bottom - top)}"><title>{escape(band.label)}</title></rect>'
         )
     for edge in (band.low, band.high):
         if math.isfinite(edge) and plot.y_low <= edge <= plot.y_high:
-            y = _n(plot.y_scale(edge))
+            y = coord(plot.y_scale(edge))
             out.append(f'<line class="band-edge" x1="{x0}" x2="{x1}" y1="{y}" y2="{y}"/>')
     return out
 
@@ -262,7 +264,7 @@ def _y_axis(plot: Plot) -> list[str]:
     """Grid lines and ticks."""
     out = []
     for tick in nice_ticks(plot.y_low, plot.y_high):
-        y = _n(plot.y_scale(tick))
+        y = coord(plot.y_scale(tick))
         out.append(f'<line class="grid" x1="{plot.x0}" x2="{plot.x1}" y1="{y}" y2="{y}"/>')
         out.append(
             f'<text class="tick" x="{plot.x0 - 6}" y="{y}" text-anchor="end" '
@@ -283,7 +285,7 @@ def _x_axis(plot: Plot) -> list[str]:
     rotate = sum(len(label) for _, label in x_ticks) * 6.5 > (x1 - x0) * 0.9
     out = []
     for x, label in x_ticks:
-        xs_ = _n(x)
+        xs_ = coord(x)
         out.append(f'<line class="grid" x1="{xs_}" x2="{xs_}" y1="{y0}" y2="{y1}"/>')
         out.append(f'<line class="axis" x1="{xs_}" x2="{xs_}" y1="{y1}" y2="{y1 + 4}"/>')
         short = escape(_shorten(label, 14))
@@ -303,16 +305,18 @@ def _x_axis(plot: Plot) -> list[str]:
 
 def _axis_labels(plot: Plot, metric: str, key: str) -> list[str]:
     scale_note = " (log scale)" if plot.log_x else ""
-    mid = _n((plot.y0 + plot.y1) / 2)
+    mid = coord((plot.y0 + plot.y1) / 2)
     return [
-        f'<text class="axis-label" x="{_n((plot.x0 + plot.x1) / 2)}" y="{HEIGHT - 12}" '
+        f'<text class="axis-label" x="{coord((plot.x0 + plot.x1) / 2)}" y="{HEIGHT - 12}" '
         f'text-anchor="middle">{escape(_shorten(key, 40) + scale_note)}</text>',
         f'<text class="axis-label" x="16" y="{mid}" text-anchor="middle" '
         f'transform="rotate(-90 16 {mid})">{escape(_shorten(metric, 32))}</text>',
     ]
 
 
-def _series_svg(plot: Plot, s: Series, metric: str) -> tuple[list[str], int]:
+def _series_svg(
+    plot: Plot, s: Series, metric: str, layers: SeedLayers | None = None
+) -> tuple[list[str], int]:
     """One series' line and points, and how many of its runs did not pass."""
     drawn = [(x, r, metric_value(r, metric)) for x, r in s.points]
     placed = [(x, r, float(v)) for x, r, v in drawn if is_number(v)]
@@ -320,7 +324,7 @@ def _series_svg(plot: Plot, s: Series, metric: str) -> tuple[list[str], int]:
     out = []
     if len(placed) > 1:
         path = " ".join(
-            f"{'M' if i == 0 else 'L'}{_n(plot.x_pos(x))},{_n(plot.y_scale(v))}"
+            f"{'M' if i == 0 else 'L'}{coord(plot.x_pos(x))},{coord(plot.y_scale(v))}"
             for i, (x, _, v) in enumerate(placed)
         )
         out.append(
@@ -328,7 +332,8 @@ def _series_svg(plot: Plot, s: Series, metric: str) -> tuple[list[str], int]:
         )
     failed = 0
     for x, row, value in drawn:
-        point = _point_svg(plot, s.colour, metric, x, row, value)
+        note = layers.note(row) if layers else ""
+        point = _point_svg(plot, s.colour, metric, x, row, value, note)
         if point:
             out.append(point)
         failed += row.get("status") not in PASSING
@@ -336,12 +341,12 @@ def _series_svg(plot: Plot, s: Series, metric: str) -> tuple[list[str], int]:
 
 
 def _point_svg(
-    plot: Plot, colour: str, metric: str, x: Any, row: dict[str, Any], value: Any
+    plot: Plot, colour: str, metric: str, x: Any, row: dict[str, Any], value: Any, note: str = ""
 ) -> str:
     """A run's point, crossed when it did not pass (on the x axis when it has no value)."""
     failed = row.get("status") not in PASSING
-    cx = _n(plot.x_pos(x))
-    tip = f"{display_name(row)}\n{metric} = {fmt(value) or 'none'}"
+    cx = coord(plot.x_pos(x))
+    tip = f"{row_name(row)}\n{metric} = {fmt(value) or 'none'}{note}"
     tip += f"\nstatus: {row.get('status')}"
     verdict = verdict_of(row, metric)
     if verdict is not None:
@@ -349,32 +354,30 @@ def _point_svg(
     tip_el = f"<title>{escape(tip)}</title>"
     status = escape(str(row.get("status")))
     if is_number(value):
-        cy = _n(plot.y_scale(float(value)))
+        cy = coord(plot.y_scale(float(value)))
         if failed:
             return (
                 f'<g class="point failed" data-status="{status}">{tip_el}'
                 f'<circle cx="{cx}" cy="{cy}" r="6" fill="#fff" stroke="{colour}" '
-                f'stroke-width="2"/>{_cross(float(cx), float(cy), 4.5)}</g>'
+                f'stroke-width="2"/>{cross(float(cx), float(cy), 4.5)}</g>'
             )
         return f'<circle class="point" cx="{cx}" cy="{cy}" r="4" fill="{colour}">{tip_el}</circle>'
     if failed:
         return (
             f'<g class="point failed no-value" data-status="{status}">{tip_el}'
-            f"{_cross(float(cx), plot.y1 - 7, 5)}</g>"
+            f"{cross(float(cx), plot.y1 - 7, 5)}</g>"
         )
     return ""
 
 
-def _cross(cx: float, cy: float, size: float) -> str:
-    return (
-        f'<path class="cross" d="M{_n(cx - size)},{_n(cy - size)} L{_n(cx + size)},{_n(cy + size)} '
-        f'M{_n(cx - size)},{_n(cy + size)} L{_n(cx + size)},{_n(cy - size)}" '
-        f'stroke="{FAIL_COLOUR}" stroke-width="2.5"/>'
-    )
-
-
-def _legend(series: list[Series], bands: list[Band], failed: int, x: float, y: float) -> list[str]:
-    out = [f'<g class="legend" transform="translate({_n(x)},{_n(y)})">']
+def _legend(
+    series: list[Series],
+    bands: list[Band],
+    failed: int,
+    at: tuple[float, float],
+    more: list[tuple[str, str]],
+) -> list[str]:
+    out = [f'<g class="legend" transform="translate({coord(at[0])},{coord(at[1])})">']
     line = 0
     for s in series[:12]:
         ty = line * 18 + 8
@@ -397,10 +400,18 @@ def _legend(series: list[Series], bands: list[Band], failed: int, x: float, y: f
             f"<title>{escape(band.label)}</title></text>"
         )
         line += 1
+    for swatch, label in more:
+        ty = line * 18 + 8
+        out.append(
+            f'<g transform="translate(0,{ty})">{swatch}</g>'
+            f'<text x="24" y="{ty}" dominant-baseline="middle">{escape(_shorten(label, 20))}'
+            "</text>"
+        )
+        line += 1
     if failed:
         ty = line * 18 + 8
         out.append(
-            _cross(9, ty, 4.5)
+            cross(9, ty, 4.5)
             + f'<text x="24" y="{ty}" dominant-baseline="middle">failed run ({failed})</text>'
         )
     out.append("</g>")

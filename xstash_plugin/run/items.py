@@ -14,11 +14,15 @@ import pytest
 
 from xstash_plugin.config.compose_client import Run as ComposeRun
 from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.seeds import AGGREGATE_NAME, Seeding, directions
 from xstash_plugin.config.sweeps import Point, point_labels
 from xstash_plugin.config.text import elide, printable_error
-from xstash_plugin.errors import ConfigErrors, XstashError, XstashWarning
+from xstash_plugin.errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from xstash_plugin.report.rows import fmt
 from xstash_plugin.run import slurm_run
+from xstash_plugin.run.aggregate import SeedResult, aggregate
+from xstash_plugin.run.aggregate import properties as aggregate_properties
+from xstash_plugin.run.record import RunRecord, row_of
 from xstash_plugin.run.run import Run
 from xstash_plugin.session import get_state
 
@@ -42,13 +46,18 @@ class ExperimentFile(pytest.File):
         if errors:
             raise self.CollectError(str(ConfigErrors([printable_error(e) for e in errors])))
 
-    def collect(self) -> Iterator[ExperimentItem]:
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
         state = get_state(self.config)
         try:
             experiment = state.experiment(self.path, self.configs_root)
         except XstashError as exc:
             raise self.CollectError(str(exc)) from None
-        labels = point_labels(list(experiment.points)) if experiment.points else [""]
+        seeding = experiment.seeding
+        if seeding is not None:
+            group_labels, labels = seeding.labels()
+        else:
+            group_labels = []
+            labels = point_labels(list(experiment.points)) if experiment.points else [""]
         if state.compose is not None:
             self._check_composed(experiment, labels)
         first = state.names.setdefault(experiment.name, self.path)
@@ -60,33 +69,67 @@ class ExperimentFile(pytest.File):
                     "name is easier to tell apart"
                 )
             )
-        if not experiment.points:
+        if seeding is not None:
+            yield from self._seeded(experiment, seeding, group_labels, labels)
+        elif not experiment.points:
             yield ExperimentItem.from_parent(self, name=experiment.name, experiment=experiment)
-            return
-        for point, label in zip(experiment.points, labels, strict=True):
-            extra: dict[str, Any] = {}
-            parent_id = getattr(self, "id", None)
-            if hasattr(parent_id, "with_params"):
-                # pytest >= 9.2 keeps ids structured: `name[params]` must be built as such, or
-                # --lf / --nf cannot match the ids they read back from the cache.
-                extra["nodeid"] = parent_id.child(experiment.name).with_params(label)  # type: ignore[union-attr]
-            yield ExperimentItem.from_parent(
-                self,
-                name=f"{experiment.name}[{label}]",
-                experiment=experiment,
-                point=point,
-                **extra,
-            )
+        else:
+            for point, label in zip(experiment.points, labels, strict=True):
+                yield self._node(ExperimentItem, experiment, label, point=point)
+
+    def _node(self, kind: Any, experiment: Experiment, label: str, **kwargs: Any) -> Any:
+        """A child node named ``<experiment>[<label>]`` (just the name without a label)."""
+        if not label:
+            return kind.from_parent(self, name=experiment.name, experiment=experiment, **kwargs)
+        parent_id = getattr(self, "id", None)
+        if hasattr(parent_id, "with_params"):
+            # pytest >= 9.2 keeps ids structured: `name[params]` must be built as such, or
+            # --lf / --nf cannot match the ids they read back from the cache.
+            kwargs["nodeid"] = parent_id.child(experiment.name).with_params(label)  # type: ignore[union-attr]
+        name = f"{experiment.name}[{label}]"
+        return kind.from_parent(self, name=name, experiment=experiment, **kwargs)
+
+    def _seeded(
+        self, experiment: Experiment, seeding: Seeding, group_labels: list[str], labels: list[str]
+    ) -> Iterator[pytest.Item | pytest.Collector]:
+        """Every seed run (point by point), then the node holding the points' aggregates."""
+        per = len(seeding.seeds)
+        groups = []
+        for g, (group, group_label) in enumerate(zip(seeding.groups, group_labels, strict=True)):
+            seeds = []
+            for s, seed in enumerate(seeding.seeds):
+                index = g * per + s
+                point = experiment.points[index]
+                item = self._node(ExperimentItem, experiment, labels[index], point=point, seed=seed)
+                seeds.append(item)
+                yield item
+            groups.append((group, group_label, seeds))
+        node = SeedGroup.from_parent(self, name=experiment.name, experiment=experiment)
+        node.groups = groups
+        yield node
 
 
 class ExperimentItem(pytest.Item):
     """One experiment (or one sweep point): running it runs the tool (see run.py); a non-zero
     exit, a failed expectation or a run that cannot start fails it."""
 
-    def __init__(self, *, experiment: Experiment, point: Point = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        experiment: Experiment,
+        point: Point = (),
+        seed: int | None = None,
+        group: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.experiment = experiment
         self.point = point
+        self.seed = seed  # xstash.seeds: this run's seed, and its aggregate's id
+        self.group = group
+        if seed is not None:
+            # `-k` cannot hold '=': `-k "seed_0 or seed_1"` picks seeds by this keyword.
+            self.extra_keyword_matches.add(f"seed_{seed}")
         state = get_state(self.config)
         # Sweep point first, then --xstash-override: the command line has the last word.
         self.overrides = tuple(state.point_overrides(point))
@@ -138,6 +181,8 @@ class ExperimentItem(pytest.Item):
             "verdicts": [],
             "run_dir": None,
             "order": self.order,
+            "direction": directions(experiment.expectations, experiment.direction),
+            **({} if self.group is None else {"seed": self.seed, "group": self.group}),
         }
         return base if self.run is None else self.run.row(base)
 
@@ -202,3 +247,161 @@ class ExperimentItem(pytest.Item):
             self.experiment.line - 1,
             f"{self.experiment.tool.name}: {self.name}",
         )
+
+
+class SeedGroup(pytest.Collector):
+    """A seeded experiment's aggregates: ``name::mean[point]`` (``name::mean`` without a
+    sweep), one per point, like a test function parametrized by point. The seed runs are
+    items of the file beside it (``name[point-seed=3]``)."""
+
+    def __init__(self, *, experiment: Experiment, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.experiment = experiment
+        self.groups: list[tuple[Point, str, list[ExperimentItem]]] = []
+
+    def collect(self) -> Iterator[AggregateItem]:
+        for point, label, seeds in self.groups:
+            extra: dict[str, Any] = {}
+            name = AGGREGATE_NAME
+            if label:
+                name = f"{AGGREGATE_NAME}[{label}]"
+                parent_id = getattr(self, "id", None)
+                if hasattr(parent_id, "with_params"):  # pytest >= 9.2: see ExperimentFile._node
+                    extra["nodeid"] = parent_id.child(AGGREGATE_NAME).with_params(label)  # type: ignore[union-attr]
+            item = AggregateItem.from_parent(
+                self, name=name, experiment=self.experiment, point=point, **extra
+            )
+            item.seeds = seeds
+            for seed in seeds:
+                seed.group = item.nodeid
+            yield item
+
+
+class AggregateItem(pytest.Item):
+    """The seeds of one point as one result: statistics over their metrics, judged (see
+    run/aggregate.py). Runs after its seeds (collection order; the xdist scheduler holds it
+    back); never waits for them."""
+
+    def __init__(self, *, experiment: Experiment, point: Point = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.experiment = experiment
+        self.point = point
+        self.order = 0
+        self.row: dict[str, Any] | None = None
+        self.seeds: list[ExperimentItem] = []  # set by SeedGroup.collect
+        state = get_state(self.config)
+        tool = experiment.tool.name
+        self.add_marker(state.register_marker(tool, f"experiments of tool {tool}"))
+        for tag in experiment.tags:
+            self.add_marker(state.register_marker(tag, "experiment tag"))
+        self.user_properties.extend(
+            [("tool", tool), ("experiment", experiment.name), ("kind", "aggregate")]
+        )
+
+    def set_order(self, index: int) -> None:
+        self.order = index
+
+    @property
+    def result_row(self) -> dict[str, Any]:
+        if self.row is not None:
+            return self.row
+        experiment = self.experiment
+        return {
+            "id": self.nodeid,
+            "kind": "aggregate",
+            "experiment": experiment.name,
+            "config": self.seeds[0].config_posix if self.seeds else "",
+            "tool": experiment.tool.name,
+            "tags": list(experiment.tags),
+            "point": dict(self.point),
+            "overrides": [],
+            "status": "not run",
+            "estimated_runtime": None,
+            "estimated_seconds": None,
+            "duration": None,
+            "exit_code": None,
+            "metrics": {},
+            "verdicts": [],
+            "run_dir": None,
+            "order": self.order,
+            "direction": directions(experiment.expectations, experiment.direction),
+        }
+
+    def runtest(self) -> None:
+        seeding = self.experiment.seeding
+        assert seeding is not None
+        results = [seed_result(self, item) for item in self.seeds]
+        outcome = aggregate(self.result_row, seeding, self.experiment.expectations, results)
+        self.row = outcome.row
+        self.user_properties.extend(aggregate_properties(outcome.row))
+        if outcome.status == "incomplete":
+            pytest.skip(outcome.message or "incomplete")
+        if outcome.status == "failed":
+            raise RunFailed(outcome.message or "failed")
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str | Any:
+        if isinstance(excinfo.value, XstashError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        line = self.experiment.line - 1
+        return (self.experiment.config_path, line, f"{self.experiment.tool.name}: {self.name}")
+
+
+def seed_result(aggregate_item: AggregateItem, item: ExperimentItem) -> SeedResult:
+    """A seed's result: from this session; else, when it was not selected, a passed run with
+    the same run key; else why there is none."""
+    state = get_state(aggregate_item.config)
+    assert item.seed is not None
+    row = state.session_results.get(item.nodeid)
+    if row is not None:
+        return SeedResult(item.seed, item.nodeid, row)
+    if item.nodeid in state.selected(aggregate_item.session):
+        why = "no result in this session (its worker died, or the session stopped first)"
+        return SeedResult(item.seed, item.nodeid, None, missing=why)
+    earlier = earlier_passed(item)
+    if earlier is not None:
+        record = RunRecord.load(earlier)
+        row = row_of(record, earlier, id=item.nodeid, status="passed")
+        return SeedResult(item.seed, item.nodeid, row, earlier=str(earlier))
+    why = (
+        "not selected in this session, and no passed run with the same run key stands in for "
+        f"it (run it: pytest '{item.nodeid}')"
+    )
+    return SeedResult(item.seed, item.nodeid, None, missing=why)
+
+
+def earlier_passed(item: ExperimentItem) -> Path | None:
+    """The run directory of the latest passed run with ``item``'s run key, if any."""
+    state = get_state(item.config)
+    try:
+        state.envs.python_for(item.experiment.tool)  # a uv lock file is in the run key
+        key = Run(item).run_key()
+    except (EnvError, OSError, ValueError):
+        return None
+    return state.earlier_runs().find(item.config_relpath, key)
+
+
+def aggregates_after_seeds(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Each aggregate right after the last of its seeds that runs (so a serial session judges
+    it once they are done); one with none of its seeds selected stays where it is."""
+    aggregates = {item.nodeid: item for item in items if isinstance(item, AggregateItem)}
+    last: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, ExperimentItem) and item.group in aggregates:
+            last[item.group] = index
+    after: dict[int, list[pytest.Item]] = {}
+    for nodeid, index in last.items():
+        after.setdefault(index, []).append(aggregates[nodeid])
+    moved = {id(item) for group in after.values() for item in group}
+    ordered: list[pytest.Item] = []
+    for index, item in enumerate(items):
+        if id(item) not in moved:
+            ordered.append(item)
+        ordered.extend(after.get(index, ()))
+    return ordered

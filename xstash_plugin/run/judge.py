@@ -152,6 +152,12 @@ class Verdict:
     # The values the expectation allows (Expectation.bounds): reports draw them from this data,
     # never from the text in ``expected``.
     bounds: tuple[float | None, float | None] | None = None
+    statistic: str | None = None  # judged on a statistic over seeds (run/aggregate.py)
+
+    @property
+    def label(self) -> str:
+        """``accuracy``, or ``accuracy (mean)`` for a statistic over seeds."""
+        return self.metric if self.statistic is None else f"{self.metric} ({self.statistic})"
 
     @classmethod
     def of(cls, exp: Expectation, measured: Any, ok: bool, note: str = "") -> Verdict:
@@ -167,6 +173,7 @@ class Verdict:
             "bounds": None
             if self.bounds is None
             else {"low": self.bounds[0], "high": self.bounds[1]},
+            **({} if self.statistic is None else {"statistic": self.statistic}),
         }
 
 
@@ -200,5 +207,5 @@ def verdict_table(verdicts: list[Verdict]) -> str:
             else (number_text(v.measured) if isinstance(v.measured, float) else str(v.measured))
         )
         verdict = "ok" if v.ok else f"FAIL ({v.note})" if v.note else "FAIL"
-        body.append([v.metric, v.expected, measured, verdict])
+        body.append([v.label, v.expected, measured, verdict])
     return "\n".join(text_table(["metric", "expected", "measured", "verdict"], body))

@@ -95,6 +95,7 @@ class Run:
         row = row_of(self.record, self.run_dir, **keep)
         row["tags"] = base["tags"]
         row["point"] = base["point"]  # what ran, with command-line overrides of swept keys
+        row.update({k: base[k] for k in ("direction", "seed", "group") if k in base})
         if self.reused_from is not None:
             row["reused_from"] = str(self.reused_from)
         if self.status_override is not None:
@@ -373,7 +374,9 @@ class Run:
             return None, [], None
         try:
             metrics = read_metrics(path)
-            verdicts = judge(list(experiment.expectations), metrics)
+            # Expectations on statistics over seeds are the aggregate's to judge (aggregate.py).
+            per_run = [e for e in experiment.expectations if e.statistic is None]
+            verdicts = judge(per_run, metrics)
             kept, note = bounded(metrics)
         except MetricsError as exc:
             return None, [], str(exc)

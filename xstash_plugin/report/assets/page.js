@@ -5,6 +5,28 @@
   var body = table.tBodies[0];
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
   var state = { sort: "", tag: "", tool: "", status: "", q: "" };
+  // Seed rows (data-parent: their aggregate's data-id) fold under their aggregate row: sorting
+  // and filtering act on the other rows ("tops"), each aggregate's seed rows move along right
+  // after it and show only while its toggle is open. (Without this script every row shows.)
+  var tops = [], kids = Object.create(null), ids = Object.create(null);
+  Array.prototype.forEach.call(body.rows, function (row) {
+    if (row.getAttribute("data-kind") === "aggregate") ids[row.getAttribute("data-id")] = true;
+  });
+  Array.prototype.forEach.call(body.rows, function (row) {
+    var parent = row.getAttribute("data-parent");
+    if (parent !== null && ids[parent]) (kids[parent] = kids[parent] || []).push(row);
+    else tops.push(row);
+  });
+  function kidsOf(row) {
+    if (row.getAttribute("data-kind") !== "aggregate") return [];
+    return kids[row.getAttribute("data-id")] || [];
+  }
+  function isOpen(row) { return row.getAttribute("data-expanded") === "true"; }
+  function setOpen(row, open) {
+    row.setAttribute("data-expanded", open ? "true" : "false");
+    var button = row.querySelector("button.fold");
+    if (button) button.setAttribute("aria-expanded", open ? "true" : "false");
+  }
 
   function cellKey(row, index) {
     var cell = row.cells[index];
@@ -33,7 +55,7 @@
     var index = columnIndex(column);
     if (index < 0) return false;
     var sign = direction === "desc" ? -1 : 1;
-    var rows = Array.prototype.slice.call(body.rows);
+    var rows = tops.slice();
     rows.sort(function (r1, r2) {
       var a = cellKey(r1, index), b = cellKey(r2, index);
       if (a === "" || b === "") {
@@ -44,27 +66,39 @@
       }
       return Number(r1.getAttribute("data-order")) - Number(r2.getAttribute("data-order"));
     });
-    rows.forEach(function (row) { body.appendChild(row); });
+    rows.forEach(function (row) {
+      body.appendChild(row);
+      kidsOf(row).forEach(function (kid) { body.appendChild(kid); });
+    });
     heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
     heads[index].setAttribute("aria-sort", sign < 0 ? "descending" : "ascending");
     state.sort = column + ":" + (sign < 0 ? "desc" : "asc");
     table.setAttribute("data-sort", state.sort);
     return true;
   }
+  // The text the search looks in: the experiment cell, without its toggle's label.
+  function searchText(row) {
+    var text = "";
+    Array.prototype.forEach.call(row.cells[1].childNodes, function (node) {
+      if (!(node.classList && node.classList.contains("fold"))) text += node.textContent;
+    });
+    return text.toLowerCase();
+  }
   function applyFilters() {
-    var shown = 0, rows = body.rows;
+    var shown = 0;
     var q = state.q.toLowerCase();
-    for (var i = 0; i < rows.length; i++) {
-      var row = rows[i];
+    tops.forEach(function (row) {
       var tags = JSON.parse(row.getAttribute("data-tags") || "[]");
       var ok = (!state.tag || tags.indexOf(state.tag) >= 0) &&
         (!state.tool || row.getAttribute("data-tool") === state.tool) &&
         (!state.status || row.getAttribute("data-status") === state.status) &&
-        (!q || row.cells[1].textContent.toLowerCase().indexOf(q) >= 0);
+        (!q || searchText(row).indexOf(q) >= 0);
       row.hidden = !ok;
+      var open = ok && isOpen(row);
+      kidsOf(row).forEach(function (kid) { kid.hidden = !open; });
       if (ok) shown++;
-    }
-    document.getElementById("shown").textContent = shown + " of " + rows.length + " shown";
+    });
+    document.getElementById("shown").textContent = shown + " of " + tops.length + " shown";
   }
   function writeHash() {
     var parts = [];
@@ -112,6 +146,17 @@
       state[pair[1]] = input.value;
       applyFilters();
       writeHash();
+    });
+  });
+  // The toggles: shown (they are hidden for pages read without this script), folded.
+  tops.forEach(function (row) {
+    var button = row.querySelector("button.fold");
+    if (!button) return;
+    setOpen(row, false);
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      setOpen(row, !isOpen(row));
+      applyFilters();
     });
   });
   window.xstashSort = sortTable;
