@@ -1,4 +1,4 @@
-"""Run the seven benchmarks of BENCHMARKS.md (B1-B7) and print the machine and the results table
+"""Run the eight benchmarks of BENCHMARKS.md (B1-B8) and print the machine and the results table
 in Markdown, ready to paste.
 
     python bench/run_all.py [--repeat 3] [--only B1,B3] [--smoke] [--profile] [--out table.md]
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--points", "200", "--plain", "20", "--import-seconds", "2"],
         ["--points", "20", "--plain", "2", "--import-seconds", "0.5"],
     ),
+    "B8": ("seeds.py", [], []),
 }
 
 

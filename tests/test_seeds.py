@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -389,3 +391,42 @@ def test_bad_seed_settings_fail_their_own_collection(
         assert fix in hint, (name, hint)
         # The line is the offending key's, within the xstash block (lines 6..).
         assert line >= 6, (name, line)
+
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_TABLE = Path(__file__).parent / "data" / "seeds_table.tex"
+
+
+def test_the_shipped_seeds_example(pytester: pytest.Pytester) -> None:
+    """The README's command on a copy of the repository's seeds example (the tiny-trainer tool,
+    whose uv environment is built from its cache): 15 seed items, 3 aggregates, a results page
+    with a CI band per line, and a LaTeX table equal to the golden file."""
+    (pytester.path / "configs" / "examples").mkdir(parents=True)
+    shutil.copy(REPO / "configs" / "examples" / "seeds.yaml", pytester.path / "configs/examples")
+    shutil.copytree(
+        REPO / "tools" / "tiny-trainer",
+        pytester.path / "tools" / "tiny-trainer",
+        ignore=shutil.ignore_patterns(".venv", "__pycache__", "uv.lock"),
+    )
+    (pytester.path / "configs" / "meta.yaml").write_text(
+        "tools:\n  tiny-trainer:\n    path: tools/tiny-trainer\n"
+        '    entrypoint: "-m trainer.main"\n    preload: true\n'
+    )
+    result = pytester.runpytest(
+        "configs/examples/seeds.yaml",
+        "-n",
+        "2",
+        "--xstash-report",
+        "results.html",
+        "--xstash-report",
+        "table.tex",
+    )
+    result.assert_outcomes(passed=18)
+    page = (pytester.path / "results.html").read_text()
+    # One plot per metric (accuracy, loss, capacity), each a line with its CI band.
+    assert page.count('class="ci-band"') == 3
+    table = (pytester.path / "table.tex").read_text()
+    # After a deliberate change: copy the new table.tex over tests/data/seeds_table.tex and
+    # read the diff.
+    assert table == SHIPPED_TABLE.read_text()
+    assert r"\mathbf{0.944 \pm 0.036}" in table  # the best accuracy (lr 0.1) in bold

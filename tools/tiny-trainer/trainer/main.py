@@ -23,7 +23,7 @@ def main(cfg: TrainConfig) -> None:
     loss = 1.0
     for epoch in range(cfg.params.epochs):
         step = cfg.params.learning_rate * (1 - loss / (2 + math.log(capacity)))
-        loss = max(0.01, loss - step + rng.uniform(-0.002, 0.002))
+        loss = max(0.01, loss - step + rng.uniform(-cfg.params.noise, cfg.params.noise))
         print(f"epoch {epoch + 1}/{cfg.params.epochs} loss={loss:.4f}")
     accuracy = round(1.0 - loss / 2, 4)
     metrics = {"loss": round(loss, 4), "accuracy": accuracy, "capacity": capacity}

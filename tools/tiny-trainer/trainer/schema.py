@@ -17,6 +17,7 @@ class ModelConfig:
 class OptimConfig:
     learning_rate: float = 0.1
     epochs: int = 20
+    noise: float = 0.002  # how much each epoch's step varies with the seed
 
 
 @dataclass
