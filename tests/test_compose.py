@@ -8,7 +8,9 @@ in a real environment with hydra-core.
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from helpers import Project
@@ -322,3 +324,30 @@ def test_collections_with_a_cold_cache_never_crash(project: Project, hydra_pytho
         for verdict in cache.glob("*.json"):
             verdict.unlink()
     assert [project.starts(n) for n in "abc"] == [30, 30, 30]
+
+
+def test_a_shared_compose_config_is_never_seen_half_written(tmp_path: Path) -> None:
+    """Configs with the same tool view share one compose folder, across xdist workers: a
+    compose process reading it while another worker rewrites it must see the whole file."""
+    from xstash_plugin.run.rundir import CONFIG_DIR, CONFIG_NAME, write_tool_config
+
+    payload = {"defaults": ["train", "_self_"], "notes": "x" * 20000}
+    path = write_tool_config(tmp_path, payload) / f"{CONFIG_NAME}.yaml"
+    assert path.parent.name == CONFIG_DIR
+    whole = len(path.read_bytes())
+    stop = threading.Event()
+    seen: set[int] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(len(path.read_bytes()))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(300):
+            write_tool_config(tmp_path, payload)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen == {whole}

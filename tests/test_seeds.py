@@ -10,6 +10,7 @@ runs seeded too.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import shutil
@@ -430,3 +431,48 @@ def test_the_shipped_seeds_example(pytester: pytest.Pytester) -> None:
     # read the diff.
     assert table == SHIPPED_TABLE.read_text()
     assert r"\mathbf{0.944 \pm 0.036}" in table  # the best accuracy (lr 0.1) in bold
+
+
+def test_reports_fold_seeds_under_their_aggregate(project: Project, hydra_python: str) -> None:
+    """Terminal table, .md and .csv: one row per point with mean ± half the CI and n, its
+    seeds under it; .csv also has the interval's ends and std per metric."""
+    seed_project(project, hydra_python)
+    project.config("s.yaml", experiment("exp", "  sweep:\n    mu: [0.8, 0.9]\n  seeds: 3\n"))
+    result = project.pytester.runpytest(
+        "configs",
+        "-p",
+        "no:cacheprovider",
+        "--xstash-report",
+        "r.csv",
+        "--xstash-report",
+        "r.md",
+        "--xstash-report",
+        "r.json",
+    )
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(
+        [
+            "experiment * status  n  duration *",
+            "configs/s.yaml::exp::mean[[]mu=0.8[]] * passed  3 * 0.8 * ± *",
+            "  exp[[]mu=0.8-seed=0[]] * passed * 0.8 * 0 *",
+            "  exp[[]mu=0.8-seed=1[]] *",
+            "  exp[[]mu=0.8-seed=2[]] *",
+            "configs/s.yaml::exp::mean[[]mu=0.9[]] *",
+        ]
+    )
+    rows = report_rows(project)
+    found = aggregates(rows)["exp::mean[mu=0.9]"]
+    with open(project.root / "r.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["kind"] for r in table] == (["aggregate"] + [""] * 3) * 2
+    first = table[4]  # mu=0.9's aggregate, then its seeds
+    assert first["id"] == found["id"] and first["n"] == "3"
+    stats = found["stats"]["accuracy"]
+    assert float(first["accuracy"]) == pytest.approx(stats["mean"], rel=1e-5)
+    assert float(first["accuracy.ci_low"]) == pytest.approx(stats["ci_low"], rel=1e-5)
+    assert float(first["accuracy.ci_high"]) == pytest.approx(stats["ci_high"], rel=1e-5)
+    assert [r["group"] for r in table[5:]] == [found["id"]] * 3
+    md = (project.root / "r.md").read_text().splitlines()
+    aggregate_line = next(line for line in md if found["id"] in line)
+    half = (stats["ci_high"] - stats["ci_low"]) / 2
+    assert f"{stats['mean']:.4g} ± {half:.2g}" in aggregate_line

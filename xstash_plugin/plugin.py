@@ -87,34 +87,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help=OUTPUT_ROOT_HELP,
     )
-    group.addoption(
-        "--xstash-report",
-        dest="xstash_report",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help=REPORT_HELP,
-    )
+    _repeatable(group, "--xstash-report", "PATH", REPORT_HELP)
     group.addoption(
         "--xstash-table-digits", dest="xstash_table_digits", default=None, help=TABLE_DIGITS_HELP
     )
     parser.addini("xstash_table_digits", TABLE_DIGITS_HELP, default="")
-    group.addoption(
-        "--xstash-table-metrics",
-        dest="xstash_table_metrics",
-        default=None,
-        metavar="NAMES",
-        help=TABLE_METRICS_HELP,
-    )
+    metrics = "--xstash-table-metrics"
+    group.addoption(metrics, dest="xstash_table_metrics", metavar="NAMES", help=TABLE_METRICS_HELP)
     parser.addini("xstash_table_metrics", TABLE_METRICS_HELP, default="")
-    group.addoption(
-        "--xstash-override",
-        dest="xstash_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=OVERRIDE_HELP,
-    )
+    _repeatable(group, "--xstash-override", "KEY=VALUE", OVERRIDE_HELP, "xstash_overrides")
     group.addoption(
         "--xstash-compose",
         dest="xstash_compose",
@@ -158,6 +139,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("xstash_order", ORDER_HELP, default="longest")
     parser.addini("xstash_secret_env", SECRET_ENV_HELP, type="linelist", default=[])
+
+
+def _repeatable(
+    group: pytest.OptionGroup, name: str, metavar: str, help: str, dest: str = ""
+) -> None:
+    """An option that may be given more than once (its values in a list)."""
+    dest = dest or name.lstrip("-").replace("-", "_")
+    group.addoption(name, dest=dest, action="append", default=[], metavar=metavar, help=help)
 
 
 def _flag(group: pytest.OptionGroup, name: str, help: str) -> None:

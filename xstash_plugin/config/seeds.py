@@ -170,16 +170,16 @@ def check_seeding(
         return None
     ci = _choice(doc, block, "ci", CI_METHODS, errors)
     if "seeds" not in block:
-        for key in ("seed_key", "ci"):
-            if key in block:
-                errors.append(
-                    ConfigError(
-                        doc.path,
-                        doc.line("xstash", key),
-                        f"xstash.{key} is set but the experiment has no xstash.seeds",
-                        f"add xstash.seeds ({SEEDS_HELP}), or remove xstash.{key}",
-                    )
-                )
+        errors.extend(
+            ConfigError(
+                doc.path,
+                doc.line("xstash", key),
+                f"xstash.{key} is set but the experiment has no xstash.seeds",
+                f"add xstash.seeds ({SEEDS_HELP}), or remove xstash.{key}",
+            )
+            for key in ("seed_key", "ci")
+            if key in block
+        )
         for exp in expectations:
             if exp.statistic is not None:
                 errors.append(
@@ -212,20 +212,12 @@ def check_direction(
             )
         )
         return ()
-    found = []
     for metric, value in raw.items():
         if value not in DIRECTIONS:
-            errors.append(
-                ConfigError(
-                    doc.path,
-                    doc.line("xstash", "direction", str(metric)),
-                    f"direction of '{metric}' is {quote(value)}, not max or min",
-                    fix,
-                )
-            )
-            continue
-        found.append((str(metric), str(value)))
-    return tuple(found)
+            where = doc.line("xstash", "direction", str(metric))
+            what = f"direction of '{metric}' is {quote(value)}, not max or min"
+            errors.append(ConfigError(doc.path, where, what, fix))
+    return tuple((str(m), str(v)) for m, v in raw.items() if v in DIRECTIONS)
 
 
 def directions(

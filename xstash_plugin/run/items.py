@@ -109,7 +109,20 @@ class ExperimentFile(pytest.File):
         yield node
 
 
-class ExperimentItem(pytest.Item):
+class PlainFailures(pytest.Item):
+    """An item whose failures are xstash's own texts (no traceback of the plugin)."""
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str | Any:
+        if isinstance(excinfo.value, XstashError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+class ExperimentItem(PlainFailures):
     """One experiment (or one sweep point): running it runs the tool (see run.py); a non-zero
     exit, a failed expectation or a run that cannot start fails it."""
 
@@ -164,26 +177,17 @@ class ExperimentItem(pytest.Item):
         """What the controller's results table needs (travels to it on the test report):
         derived from the run's record, or the experiment's identity when it did not run."""
         experiment = self.experiment
-        base = {
-            "id": self.nodeid,
-            "experiment": experiment.name,
-            "config": self.config_posix,
-            "tool": experiment.tool.name,
-            "tags": list(experiment.tags),
-            "point": self.effective_point,
-            "overrides": list(self.overrides),
-            "status": "not run",
-            "estimated_runtime": experiment.estimated_runtime,
-            "estimated_seconds": experiment.estimated_seconds,
-            "duration": None,
-            "exit_code": None,
-            "metrics": {},
-            "verdicts": [],
-            "run_dir": None,
-            "order": self.order,
-            "direction": directions(experiment.expectations, experiment.direction),
+        base = identity_row(
+            self.nodeid,
+            experiment,
+            self.config_posix,
+            self.effective_point,
+            self.order,
+            overrides=list(self.overrides),
+            estimated_runtime=experiment.estimated_runtime,
+            estimated_seconds=experiment.estimated_seconds,
             **({} if self.group is None else {"seed": self.seed, "group": self.group}),
-        }
+        )
         return base if self.run is None else self.run.row(base)
 
     def set_order(self, index: int) -> None:
@@ -232,21 +236,43 @@ class ExperimentItem(pytest.Item):
         finally:
             self.user_properties.extend(run.properties())
 
-    def repr_failure(
-        self,
-        excinfo: pytest.ExceptionInfo[BaseException],
-        style: Any = None,
-    ) -> str | Any:
-        if isinstance(excinfo.value, XstashError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
     def reportinfo(self) -> tuple[Path, int, str]:
         return (
             self.experiment.config_path,
             self.experiment.line - 1,
             f"{self.experiment.tool.name}: {self.name}",
         )
+
+
+def identity_row(
+    nodeid: str,
+    experiment: Experiment,
+    config: str,
+    point: dict[str, Any],
+    order: int,
+    **values: Any,
+) -> dict[str, Any]:
+    """A result row before its run: who it is, nothing measured yet."""
+    return {
+        "id": nodeid,
+        "experiment": experiment.name,
+        "config": config,
+        "tool": experiment.tool.name,
+        "tags": list(experiment.tags),
+        "point": point,
+        "overrides": [],
+        "status": "not run",
+        "estimated_runtime": None,
+        "estimated_seconds": None,
+        "duration": None,
+        "exit_code": None,
+        "metrics": {},
+        "verdicts": [],
+        "run_dir": None,
+        "order": order,
+        "direction": directions(experiment.expectations, experiment.direction),
+        **values,
+    }
 
 
 class SeedGroup(pytest.Collector):
@@ -277,7 +303,7 @@ class SeedGroup(pytest.Collector):
             yield item
 
 
-class AggregateItem(pytest.Item):
+class AggregateItem(PlainFailures):
     """The seeds of one point as one result: statistics over their metrics, judged (see
     run/aggregate.py). Runs after its seeds (collection order; the xdist scheduler holds it
     back); never waits for them."""
@@ -305,27 +331,10 @@ class AggregateItem(pytest.Item):
     def result_row(self) -> dict[str, Any]:
         if self.row is not None:
             return self.row
-        experiment = self.experiment
-        return {
-            "id": self.nodeid,
-            "kind": "aggregate",
-            "experiment": experiment.name,
-            "config": self.seeds[0].config_posix if self.seeds else "",
-            "tool": experiment.tool.name,
-            "tags": list(experiment.tags),
-            "point": dict(self.point),
-            "overrides": [],
-            "status": "not run",
-            "estimated_runtime": None,
-            "estimated_seconds": None,
-            "duration": None,
-            "exit_code": None,
-            "metrics": {},
-            "verdicts": [],
-            "run_dir": None,
-            "order": self.order,
-            "direction": directions(experiment.expectations, experiment.direction),
-        }
+        config = self.seeds[0].config_posix if self.seeds else ""
+        return identity_row(
+            self.nodeid, self.experiment, config, dict(self.point), self.order, kind="aggregate"
+        )
 
     def runtest(self) -> None:
         seeding = self.experiment.seeding
@@ -338,15 +347,6 @@ class AggregateItem(pytest.Item):
             pytest.skip(outcome.message or "incomplete")
         if outcome.status == "failed":
             raise RunFailed(outcome.message or "failed")
-
-    def repr_failure(
-        self,
-        excinfo: pytest.ExceptionInfo[BaseException],
-        style: Any = None,
-    ) -> str | Any:
-        if isinstance(excinfo.value, XstashError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         line = self.experiment.line - 1

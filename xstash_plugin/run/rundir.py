@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.config.yamlio import dump_yaml
-from xstash_plugin.fsutil import write_own_file
+from xstash_plugin.fsutil import atomic_write
 
 CONFIG_DIR = "xstash_config"
 
@@ -51,9 +51,10 @@ def new_run_dir(output_root: Path, rel_config: Path, key: str) -> Path:
 
 
 def write_tool_config(run_dir: Path, payload: dict[str, Any]) -> Path:
-    """Write the tool's view of the config where Hydra will find it; returns its folder."""
+    """Write the tool's view of the config where Hydra will find it; returns its folder.
+    Atomically: compose at collection shares one folder between the configs (and xdist
+    workers) whose tool view is the same, and a compose process must never read half a file."""
     folder = run_dir / CONFIG_DIR
     folder.mkdir(exist_ok=True)
-    text = dump_yaml(payload)
-    write_own_file(folder / f"{CONFIG_NAME}.yaml", text)
+    atomic_write(folder / f"{CONFIG_NAME}.yaml", dump_yaml(payload))
     return folder

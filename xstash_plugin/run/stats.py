@@ -302,6 +302,17 @@ def _stirling_tail(z: float) -> float:
     return (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * z2)) / z2) / z
 
 
+def _lentz(aa: float, c: float, d: float) -> tuple[float, float]:
+    """One step of Lentz's method: the next ``c`` and ``d`` for the term ``aa``."""
+    d = 1.0 + aa * d
+    if abs(d) < _TINY:
+        d = _TINY
+    c = 1.0 + aa / c
+    if abs(c) < _TINY:
+        c = _TINY
+    return c, 1.0 / d
+
+
 def _betacf(a: float, b: float, x: float) -> float:
     """The continued fraction of the incomplete beta function, by the modified Lentz method
     (Numerical Recipes' betacf); converges fast for ``x < (a + 1) / (a + b + 2)``."""
@@ -316,23 +327,11 @@ def _betacf(a: float, b: float, x: float) -> float:
         m2 = 2 * m
         # Even step.
         aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz(aa, c, d)
         h *= d * c
         # Odd step.
         aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz(aa, c, d)
         delta = d * c
         h *= delta
         if abs(delta - 1.0) <= 1.5 * _EPS:
