@@ -1,4 +1,4 @@
-"""Run the eight benchmarks of BENCHMARKS.md (B1-B8) and print the machine and the results table
+"""Run the nine benchmarks of BENCHMARKS.md (B1-B9) and print the machine and the results table
 in Markdown, ready to paste.
 
     python bench/run_all.py [--repeat 3] [--only B1,B3] [--smoke] [--profile] [--out table.md]
@@ -36,7 +36,12 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--points", "200", "--plain", "20", "--import-seconds", "2"],
         ["--points", "20", "--plain", "2", "--import-seconds", "0.5"],
     ),
-    "B8": ("seeds.py", [], []),
+    "B8": (
+        "history.py",
+        ["--runs", "10000", "--commits", "100", "--experiments", "1000"],
+        ["--runs", "1000", "--commits", "10", "--experiments", "100"],
+    ),
+    "B9": ("seeds.py", [], []),
 }
 
 

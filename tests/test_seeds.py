@@ -369,6 +369,11 @@ CASES: dict[str, tuple[str, str, str]] = {
     "ci.yaml": ("  seeds: 3\n  ci: normal\n", "xstash.ci is 'normal'", "t, bootstrap"),
     "key.yaml": ("  seeds: 3\n  seed_key: 'a b'\n", "xstash.seed_key 'a b' is not", "Hydra"),
     "dir.yaml": ("  seeds: 3\n  direction: {loss: down}\n", "direction of 'loss' is 'down'", "max"),
+    "effect.yaml": (
+        "  min_effect: {acc: -1}\n",
+        "min_effect of 'acc' is -1, not a non-negative number",
+        "min_effect: {accuracy: 0.005}",
+    ),
 }
 
 

@@ -19,20 +19,13 @@ from xstash_plugin.config.registry import META_NAME
 from xstash_plugin.config.sweeps import KEY_HELP, OVERRIDE_KEY
 from xstash_plugin.config.yamlio import parse_yaml
 from xstash_plugin.errors import XstashError
-from xstash_plugin.fsutil import atomic_write
+from xstash_plugin.history.options import addoption as history_addoption
 from xstash_plugin.masking import SECRET_ENV_HELP
-from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first, save_durations
-from xstash_plugin.report.files import render
+from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first
 from xstash_plugin.report.junit import setup as junit_setup
 from xstash_plugin.report.progress import addoption as progress_addoption
 from xstash_plugin.report.progress import setup as progress_setup
-from xstash_plugin.report.rows import (
-    TERMINAL_METRICS,
-    fold,
-    slow_warnings,
-    table_rows,
-    text_table,
-)
+from xstash_plugin.report.results import Results
 from xstash_plugin.run.items import (
     AggregateItem,
     ExperimentFile,
@@ -134,6 +127,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _flag(group, "--xstash-reuse", REUSE_HELP)
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
     progress_addoption(parser, group)
+    history_addoption(parser, group)
     group.addoption(
         "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
     )
@@ -164,7 +158,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread():
         _install_signal_handlers(config, state)
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports
-        config.pluginmanager.register(Results(state), "xstash-results")
+        config.pluginmanager.register(Results(config, state), "xstash-results")
         junit_setup(config)  # under xunit2: experiments' properties on the testsuite
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
@@ -387,47 +381,3 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] 
     if report.when == "call" and report.passed and row and row.get("reused_from"):
         return "passed", "r", ("PASSED (reused)", {"green": True})
     return None
-
-
-class Results:
-    """Gathers every experiment's result row (from local or xdist workers' reports) and
-    reports them at the end: the terminal table and the ``--xstash-report`` file."""
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        row: dict[str, Any] | None = getattr(report, "xstash", None)
-        if row is not None and report.when == "call":
-            self.state.rows.append(row)
-
-    def sorted_rows(self) -> list[dict[str, Any]]:
-        return fold(sorted(self.state.rows, key=lambda r: (r.get("order", 0), str(r["id"]))))
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        rows = self.sorted_rows()
-        if not rows:
-            return
-        terminalreporter.section("xstash results")
-        header, body = table_rows(rows, limit=TERMINAL_METRICS)
-        for line in text_table(header, body):
-            terminalreporter.write_line(line)
-        reused = [row for row in rows if row.get("reused_from")]
-        if reused:
-            terminalreporter.write_line(
-                f"{len(reused)} of {len(rows)} experiment(s) reused a passed run with the same "
-                "run key (--xstash-reuse): not run again, metrics re-checked"
-            )
-        for line in slow_warnings(rows):
-            terminalreporter.write_line(f"warning: {line}", yellow=True)
-        for path in self.state.settings.reports:
-            terminalreporter.write_line(f"results written to {path}")
-
-    def pytest_sessionfinish(self) -> None:
-        save_durations(self.state.output_root, self.state.rows)
-        settings = self.state.settings
-        rows = self.sorted_rows()
-        for path in settings.reports:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            text = render(path, rows, settings.table_digits, settings.table_metrics)
-            atomic_write(path, text)

@@ -54,6 +54,12 @@ class Settings:
     progress_interval: float  # seconds
     overrides_raw: tuple[str, ...]  # --xstash-override KEY=VALUE as typed
     live: bool  # -s: the tools' output goes to the terminal too
+    history: Path  # the results store (history/store.py)
+    baseline: str | None  # --xstash-baseline REF
+    baseline_warn: bool
+    alpha: float  # the baseline comparison's significance level
+    baseline_tol: float  # relative tolerance without repeats
+    mlflow: str | None  # --xstash-mlflow URI
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -79,7 +85,7 @@ class Settings:
             if f.name == "sources":
                 continue
             value, source = data[f.name]
-            if f.name == "output_root":
+            if f.name in ("output_root", "history"):
                 value = Path(value)
             elif f.name == "reports":
                 value = tuple(Path(v) for v in value)
@@ -201,6 +207,44 @@ def _table(config: pytest.Config) -> tuple[Setting, Setting]:
     return digits, Setting(metrics, source)
 
 
+def _history(config: pytest.Config, output_root: Path) -> dict[str, Setting]:
+    """The results history's settings (see history/options.py)."""
+    found: dict[str, Setting] = {}
+    option = config.getoption("xstash_history")
+    ini = config.getini("xstash_history")
+    if option:
+        found["history"] = Setting(
+            (config.invocation_params.dir / option).absolute(), "--xstash-history"
+        )
+    elif ini:
+        base = config.inipath.parent if config.inipath else config.rootpath
+        found["history"] = Setting((base / str(ini)).absolute(), f"ini xstash_history ({ini})")
+    else:
+        found["history"] = Setting(output_root / ".xstash" / "history.sqlite")
+    baseline = config.getoption("xstash_baseline")
+    found["baseline"] = Setting(baseline, "--xstash-baseline") if baseline else Setting(None)
+    warn = bool(config.getoption("xstash_baseline_warn"))
+    found["baseline_warn"] = Setting(warn, "--xstash-baseline-warn" if warn else "default")
+    for name, default, low, high in (("alpha", 0.05, 0.0, 1.0), ("baseline_tol", 0.0, 0.0, None)):
+        raw = config.getini(f"xstash_{name}")
+        if not raw:
+            found[name] = Setting(default)
+            continue
+        try:
+            value = float(str(raw))
+        except ValueError:
+            value = -1.0
+        if not (value > low or (name == "baseline_tol" and value == low)) or (
+            high is not None and value >= high
+        ):
+            where = f"ini xstash_{name} ({config.inipath})"
+            raise pytest.UsageError(f"{where}: {raw!r} is not a number in the allowed range")
+        found[name] = Setting(value, f"ini xstash_{name}")
+    uri = config.getoption("xstash_mlflow")
+    found["mlflow"] = Setting(uri, "--xstash-mlflow") if uri else Setting(None)
+    return found
+
+
 def build(config: pytest.Config) -> Settings:
     """The session's settings: from the controller when this is an xdist worker."""
     workerinput = getattr(config, "workerinput", None)
@@ -212,9 +256,11 @@ def build(config: pytest.Config) -> Settings:
     launcher = config.getoption("xstash_launcher")
     overrides = tuple(config.getoption("xstash_overrides") or ())
     table_digits, table_metrics = _table(config)
+    output_root = _output_root(config)
     return Settings.of(
         dict(
-            output_root=_output_root(config),
+            **_history(config, output_root.value),
+            output_root=output_root,
             compose=_compose(config),
             reuse=Setting(bool(reuse), reuse_source),
             launcher=Setting(launcher, "--xstash-launcher") if launcher else Setting("local"),

@@ -15,6 +15,7 @@ better") says it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,27 +198,42 @@ def check_seeding(
     return Seeding(seeds=seeds, key=key, ci=ci or "t", groups=points or ((),))
 
 
+def _per_metric(
+    doc: YamlDoc,
+    block: Any,
+    key: str,
+    valid: tuple[Callable[[Any], bool], str],
+    fix: str,
+    errors: list[ConfigError],
+) -> list[tuple[str, Any]]:
+    """``xstash.<key>``: a mapping of metric name to a value ``valid[0]`` accepts (``valid[1]``
+    says what it must be); every bad entry is an error."""
+    if not isinstance(block, dict) or key not in block:
+        return []
+    raw = block[key]
+    if not isinstance(raw, dict) or not raw:
+        where = doc.line("xstash", key)
+        errors.append(ConfigError(doc.path, where, f"xstash.{key} must be a mapping", fix))
+        return []
+    found = []
+    for metric, value in raw.items():
+        if valid[0](value):
+            found.append((str(metric), value))
+            continue
+        where = doc.line("xstash", key, str(metric))
+        what = f"{key} of '{metric}' is {quote(value)}, not {valid[1]}"
+        errors.append(ConfigError(doc.path, where, what, fix))
+    return found
+
+
 def check_direction(
     doc: YamlDoc, block: Any, errors: list[ConfigError]
 ) -> tuple[tuple[str, str], ...]:
     """``xstash.direction``: metric -> 'max' or 'min' (which way is better)."""
-    if not isinstance(block, dict) or "direction" not in block:
-        return ()
-    raw = block["direction"]
     fix = "write direction: {accuracy: max, loss: min} (max: higher is better)"
-    if not isinstance(raw, dict) or not raw:
-        errors.append(
-            ConfigError(
-                doc.path, doc.line("xstash", "direction"), "xstash.direction must be a mapping", fix
-            )
-        )
-        return ()
-    for metric, value in raw.items():
-        if value not in DIRECTIONS:
-            where = doc.line("xstash", "direction", str(metric))
-            what = f"direction of '{metric}' is {quote(value)}, not max or min"
-            errors.append(ConfigError(doc.path, where, what, fix))
-    return tuple((str(m), str(v)) for m, v in raw.items() if v in DIRECTIONS)
+    valid = (lambda value: value in DIRECTIONS, "max or min")
+    found = _per_metric(doc, block, "direction", valid, fix, errors)
+    return tuple((metric, str(value)) for metric, value in found)
 
 
 def directions(
@@ -233,3 +249,17 @@ def directions(
             found.setdefault(exp.metric, "min")
     found.update(explicit)
     return found
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def check_min_effect(
+    doc: YamlDoc, block: Any, errors: list[ConfigError]
+) -> tuple[tuple[str, float], ...]:
+    """``xstash.min_effect``: metric -> the smallest change a baseline comparison counts."""
+    fix = "write min_effect: {accuracy: 0.005} (a non-negative number per metric)"
+    valid = (_non_negative, "a non-negative number")
+    found = _per_metric(doc, block, "min_effect", valid, fix, errors)
+    return tuple((metric, float(value)) for metric, value in found)

@@ -15,7 +15,12 @@ from xstash_plugin.config.durations import DURATION_HELP, parse_duration
 from xstash_plugin.config.expectations import Expectation, parse_expectations
 from xstash_plugin.config.overrides import override_value
 from xstash_plugin.config.resources import ResourceError, check_launcher, check_resources
-from xstash_plugin.config.seeds import Seeding, check_direction, check_seeding
+from xstash_plugin.config.seeds import (
+    Seeding,
+    check_direction,
+    check_min_effect,
+    check_seeding,
+)
 from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.sweeps import Point, parse_sweep
 from xstash_plugin.config.text import quote
@@ -36,6 +41,7 @@ XSTASH_KEYS: dict[str, str] = {
     "seed_key": "the override key the seed reaches the tool as (default seed)",
     "ci": "how the seeds' confidence interval is computed: t (default) or bootstrap",
     "direction": "which way each metric is better, e.g. {accuracy: max, loss: min}",
+    "min_effect": "the smallest change a baseline comparison counts, e.g. {accuracy: 0.005}",
 }
 NEW_KEY = re.compile(r"[A-Za-z0-9_][\w-]*(\.[A-Za-z0-9_][\w-]*)*")
 
@@ -56,6 +62,7 @@ class XstashSettings:
     # xstash.seeds: then `points` holds every (point, seed) run, and this the sweep's points
     seeding: Seeding | None = None
     direction: tuple[tuple[str, str], ...] = ()  # xstash.direction: metric -> max | min
+    min_effect: tuple[tuple[str, float], ...] = ()  # xstash.min_effect (baseline comparison)
 
     def fields(self) -> dict[str, Any]:
         """These settings by name (an Experiment is made with them)."""
@@ -83,6 +90,7 @@ def check_xstash(
         new_keys=new_keys,
         seeding=seeding,
         direction=check_direction(doc, block, errors),
+        min_effect=check_min_effect(doc, block, errors),
     )
 
 
@@ -154,7 +162,7 @@ def _check_xstash_block(
             continue
         if key in ("inputs", "launcher", "resources", "new_keys"):
             continue  # checked by _check_inputs, _check_launch and _check_new_keys
-        if key in ("seeds", "seed_key", "ci", "direction"):
+        if key in ("seeds", "seed_key", "ci", "direction", "min_effect"):
             continue  # checked by config/seeds.py
         if key == "timeout":
             try:

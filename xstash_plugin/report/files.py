@@ -68,12 +68,16 @@ def _flat_records(
 
 
 def render(
-    path: Path, rows: list[dict[str, Any]], digits: int = 3, metrics: tuple[str, ...] = ()
+    path: Path,
+    rows: list[dict[str, Any]],
+    digits: int = 3,
+    metrics: tuple[str, ...] = (),
+    history: list[str] | None = None,
 ) -> str:
     """The report for ``rows`` in the format given by ``path``'s suffix (``digits`` and
-    ``metrics``: a .tex table's)."""
+    ``metrics``: a .tex table's; ``history``: the page's history section)."""
     if path.suffix in (".html", ".htm"):
-        return render_html(path, rows)
+        return render_html(path, rows, extra=history or [])
     if path.suffix == ".tex":
         return render_latex(rows, list(metrics) or None, digits)
     fields, flat = _flat_records(rows, readable=path.suffix == ".md")

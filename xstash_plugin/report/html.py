@@ -18,6 +18,7 @@ import datetime
 import functools
 import json
 import os
+from collections.abc import Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -321,8 +322,14 @@ def _select(ident: str, label: str, values: list[str]) -> str:
 # The page
 
 
-def render_html(path: Path, rows: list[Row], generated: datetime.datetime | None = None) -> str:
-    """The page for ``rows``, with links relative to ``path``'s folder."""
+def render_html(
+    path: Path,
+    rows: list[Row],
+    generated: datetime.datetime | None = None,
+    extra: Sequence[str] = (),
+) -> str:
+    """The page for ``rows``, with links relative to ``path``'s folder; ``extra``: more
+    sections (the results history's plots)."""
     when = (generated or datetime.datetime.now()).strftime("%Y-%m-%d %H:%M")
     top, folded = seeds.fold_seeds(rows)
     parts = [
@@ -348,7 +355,7 @@ def render_html(path: Path, rows: list[Row], generated: datetime.datetime | None
     if not rows:
         parts.append('<p class="muted">No experiment ran in this session.</p>')
     parts += _sweeps_section(rows)
-    parts += [f"<script>\n{asset('page.js')}</script>", "</body>", "</html>"]
+    parts += [*extra, f"<script>\n{asset('page.js')}</script>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"
 
 

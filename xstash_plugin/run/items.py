@@ -19,8 +19,8 @@ from xstash_plugin.config.sweeps import Point, point_labels
 from xstash_plugin.config.text import elide, printable_error
 from xstash_plugin.errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from xstash_plugin.report.rows import fmt
-from xstash_plugin.run import slurm_run
-from xstash_plugin.run.aggregate import SeedResult, aggregate
+from xstash_plugin.run import regression, slurm_run
+from xstash_plugin.run.aggregate import SeedResult, aggregate, samples
 from xstash_plugin.run.aggregate import properties as aggregate_properties
 from xstash_plugin.run.record import RunRecord, row_of
 from xstash_plugin.run.run import Run
@@ -186,9 +186,14 @@ class ExperimentItem(PlainFailures):
             overrides=list(self.overrides),
             estimated_runtime=experiment.estimated_runtime,
             estimated_seconds=experiment.estimated_seconds,
-            **({} if self.group is None else {"seed": self.seed, "group": self.group}),
+            **({} if self.group is None else self._seed_fields()),
         )
         return base if self.run is None else self.run.row(base)
+
+    def _seed_fields(self) -> dict[str, Any]:
+        assert self.experiment.seeding is not None
+        key = self.experiment.seeding.key.lstrip("+")
+        return {"seed": self.seed, "group": self.group, "seed_key": key}
 
     def set_order(self, index: int) -> None:
         """The experiment's place in collection order (its row's ``order``)."""
@@ -217,24 +222,47 @@ class ExperimentItem(PlainFailures):
             slurm_run.cancel_pending(self.run)
 
     def runtest(self) -> None:
-        state = get_state(self.config)
-        slurm = self.launcher() == "slurm"
         run = self.run = self.run or Run(self)
         try:
-            if not slurm:
-                run.settle_stale()
-            if run.slurm_job is None and state.reuse is not None and run.reuse():
-                return
-            if run.record is None and slurm:
-                slurm_run.attach(run)
-            if run.record is None:
-                run.prepare()
-            if slurm:
-                slurm_run.run_slurm(run)
-            else:
-                run.run_local()
+            self._run(run)
+            if self.seed is None and run.record is not None:  # seeds: their aggregate compares
+                self._against_baseline(run)
         finally:
             self.user_properties.extend(run.properties())
+
+    def _run(self, run: Run) -> None:
+        state = get_state(self.config)
+        slurm = self.launcher() == "slurm"
+        if not slurm:
+            run.settle_stale()
+        if run.slurm_job is None and state.reuse is not None and run.reuse():
+            return
+        if run.record is None and slurm:
+            slurm_run.attach(run)
+        if run.record is None:
+            run.prepare()
+        if slurm:
+            slurm_run.run_slurm(run)
+        else:
+            run.run_local()
+
+    def _against_baseline(self, run: Run) -> None:
+        assert run.record is not None
+        compared, failure = regression.check(
+            self,
+            self.experiment,
+            self.config_posix,
+            self.effective_point,
+            regression.numeric(run.record.metrics),
+        )
+        if compared is None:
+            return
+        run.record.update(baseline=compared)
+        if run.reused_from is None:
+            run.save()
+        if failure is not None:
+            run.status_override = "regressed"
+            raise RunFailed(failure)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return (
@@ -347,6 +375,15 @@ class AggregateItem(PlainFailures):
             pytest.skip(outcome.message or "incomplete")
         if outcome.status == "failed":
             raise RunFailed(outcome.message or "failed")
+        config = str(outcome.row["config"])
+        compared, failure = regression.check(
+            self, self.experiment, config, dict(self.point), samples(results)
+        )
+        if compared is not None:
+            outcome.row["baseline"] = compared
+        if failure is not None:
+            outcome.row["status"] = "regressed"
+            raise RunFailed(failure)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         line = self.experiment.line - 1

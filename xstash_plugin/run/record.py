@@ -68,6 +68,7 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     config_key: str | None = field(default=None, metadata=_doc("hash of the config as sent"))
     point: dict[str, Any] | None = field(default=None, metadata=_doc("the sweep point"))
+    seed_key: str | None = field(default=None, metadata=_doc("the point's key that is its seed"))
     overrides: list[str] = field(default_factory=list, metadata=_doc("Hydra overrides"))
     tags: list[str] = field(default_factory=list, metadata=_doc("the experiment's tags"))
     cwd: str | None = None
@@ -101,6 +102,9 @@ class RunRecord:
     metrics_error: str | None = None
     metrics_note: str | None = None
     expectations: list[dict[str, Any]] | None = None
+    baseline: list[dict[str, Any]] | None = field(
+        default=None, metadata=_doc("each metric against --xstash-baseline")
+    )
     escaped: list[str] | None = field(default=None, metadata=_doc("processes that left"))
     error: str | None = None
     closed_by: str | None = field(default=None, metadata=_doc("the session that closed it"))
@@ -226,6 +230,7 @@ def row_of(record: RunRecord, run_dir: Path | None, **item: Any) -> dict[str, An
         "exit_code": record.exit_code,
         "metrics": record.metrics or {},
         "verdicts": list(record.expectations or []),
+        **({} if record.baseline is None else {"baseline": list(record.baseline)}),
         "run_dir": str(run_dir) if run_dir is not None else None,
         "order": 10**9,
     }

@@ -95,7 +95,7 @@ class Run:
         row = row_of(self.record, self.run_dir, **keep)
         row["tags"] = base["tags"]
         row["point"] = base["point"]  # what ran, with command-line overrides of swept keys
-        row.update({k: base[k] for k in ("direction", "seed", "group") if k in base})
+        row.update({k: base[k] for k in ("direction", "seed", "group", "seed_key") if k in base})
         if self.reused_from is not None:
             row["reused_from"] = str(self.reused_from)
         if self.status_override is not None:
@@ -243,6 +243,7 @@ class Run:
             nodeid=item.nodeid,
             config_key=key,
             point=item.effective_point or None,
+            seed_key=experiment.seeding.key.lstrip("+") if experiment.seeding else None,
             overrides=list(item.overrides),
             tags=list(experiment.tags),
             tool=tool.name,

@@ -167,7 +167,7 @@ def _quantile(y: Sequence[float], p: float) -> float:
     return (1.0 - g) * y[j] + g * y[jp1]
 
 
-def t_quantile(p: float, df: int) -> float:
+def t_quantile(p: float, df: float) -> float:
     """The inverse CDF of Student's t distribution with ``df`` degrees of freedom at ``p``.
 
     Solves for ``t >= 0`` (the sign follows from symmetry) either the tail ``P(T > t) =
@@ -224,6 +224,17 @@ def t_quantile(p: float, df: int) -> float:
             break
         t = t_new
     return t if p > 0.5 else -t
+
+
+def t_sf(t: float, df: float) -> float:
+    """``P(T > t)`` for Student's t with ``df`` (> 0, not necessarily whole) degrees of
+    freedom: the one-sided p-value of ``t``."""
+    if not df > 0.0:
+        raise ValueError(f"df must be positive, not {df!r}")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = _t_tail(abs(t), float(df))
+    return tail if t >= 0.0 else 1.0 - tail
 
 
 def _log1p_t2(t: float, nu: float) -> float:
