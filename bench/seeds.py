@@ -1,4 +1,4 @@
-"""B9: what the aggregates of ``xstash.seeds`` cost: the same 15 runs of one trivial Hydra tool
+"""B11: what the aggregates of ``xstash.seeds`` cost: the same 15 runs of one trivial Hydra tool
 (3 learning rates x 5 seeds), under ``-n 2``, as a plain 15-point sweep (the seed a swept key)
 and as a 3-point sweep with ``seeds: 5`` (15 seed items and 3 aggregate items that compute the
 statistics and judge them: here with ``ci: bootstrap``, the costlier interval).
@@ -83,7 +83,7 @@ def main() -> None:
     with workdir(args.keep, "seeds") as tmp:
         root = tmp / "repo"
         build(root)
-        print(f"B9: warm-up (builds the tool's uv environment) in {tmp}", flush=True)
+        print(f"B11: warm-up (builds the tool's uv environment) in {tmp}", flush=True)
         for config in ("swept.yaml", "seeded.yaml"):
             out = tmp / f"out-warm-{config}"
             xstash(root, config, out)
@@ -102,13 +102,13 @@ def main() -> None:
     print(f"15-point sweep: {spread(times['sweep'])} s")
     print(f"3 points x seeds: 5 (15 seed items + 3 aggregates): {spread(times['seeds'])} s")
     print(
-        f"B9 seeds (15 runs, -n 2): seeds {seeded:.2f} s, sweep {plain:.2f} s, "
+        f"B11 seeds (15 runs, -n 2): seeds {seeded:.2f} s, sweep {plain:.2f} s, "
         f"ratio {ratio:.2f} (goal <= {GOAL}) - median of {args.repeat}"
     )
     finish(
         [
             Row(
-                id="B9",
+                id="B11",
                 what="15 runs as 3 points x seeds: 5 (+3 aggregates) vs a 15-point sweep, -n 2",
                 goal=f"<= {GOAL}",
                 measured=f"{ratio:.2f} ({seeded:.2f} s vs {plain:.2f} s)",

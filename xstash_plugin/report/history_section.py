@@ -33,7 +33,7 @@ def _plots(series: list[SeriesPoint], metrics: list[str], baseline: str | None) 
         values = [list(p.values) for p in points]
         steps = change_points([statistics.fmean(v) for v in values])
         marked = next((i for i, c in enumerate(commits) if baseline and c == baseline), None)
-        title = f"{config}" + (f" [{label}]" if label else "")
+        title = f"{metric} · {config}" + (f" [{label}]" if label else "")
         figures.append(
             f'<figure class="plot-box"><figcaption>{escape(title)}</figcaption>'
             f"{history_svg(commits, values, steps, marked, metric)}</figure>"
