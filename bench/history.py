@@ -215,10 +215,10 @@ def main() -> None:
                     f"and series() of one experiment over {args.commits} commits x "
                     f"{args.experiments:,} experiments"
                 ),
-                goal=f"record <= {RECORD_GOAL:.0%} of the session; series < {SERIES_GOAL:g} s",
+                goal=f"<= {RECORD_GOAL:.0%} of the session; history < {SERIES_GOAL:g} s",
                 measured=(
-                    f"record {recorded:.3f} s ({share:.4%}); series {series * 1000:.1f} ms; "
-                    f"xstash history {cli:.2f} s"
+                    f"{share:.4%} of the session ({recorded:.3f} s); series "
+                    f"{series * 1000:.1f} ms; xstash history {cli:.2f} s"
                 ),
                 met=met,
                 command=command_line(
