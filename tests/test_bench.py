@@ -16,7 +16,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_ROWS = ["B1", "B2", "B3", "B4", "B4", "B5", "B5", "B6", "B6", "B6", "B7", "B8", "B11"]
+EXPECTED_ROWS = [
+    "B1",
+    "B2",
+    "B3",
+    "B4",
+    "B4",
+    "B5",
+    "B5",
+    "B6",
+    "B6",
+    "B6",
+    "B7",
+    "B8",
+    "B9",
+    "B11",
+]
 NUMBER = r"-?[0-9]+(?:\.[0-9]+)?"
 
 

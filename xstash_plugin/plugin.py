@@ -20,6 +20,7 @@ from xstash_plugin.config.sweeps import KEY_HELP, OVERRIDE_KEY
 from xstash_plugin.config.yamlio import parse_yaml
 from xstash_plugin.errors import XstashError
 from xstash_plugin.history.options import addoption as history_addoption
+from xstash_plugin.launchers.slots import addoption as slots_addoption
 from xstash_plugin.masking import SECRET_ENV_HELP
 from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first
 from xstash_plugin.report.junit import setup as junit_setup
@@ -128,6 +129,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
     progress_addoption(parser, group)
     history_addoption(parser, group)
+    slots_addoption(parser)
     group.addoption(
         "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
     )

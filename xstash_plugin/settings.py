@@ -60,6 +60,9 @@ class Settings:
     alpha: float  # the baseline comparison's significance level
     baseline_tol: float  # relative tolerance without repeats
     mlflow: str | None  # --xstash-mlflow URI
+    gpus: tuple[str, ...] | None  # ini xstash_gpus: local runs' GPUs (None: detected)
+    cpus: int | None  # ini xstash_cpus (None: detected)
+    mem: int | None  # ini xstash_mem, bytes (None: detected)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -245,6 +248,24 @@ def _history(config: pytest.Config, output_root: Path) -> dict[str, Setting]:
     return found
 
 
+def _slots(config: pytest.Config) -> dict[str, Setting]:
+    """The local inventory's ini values (launchers/slots.py; unset: detected)."""
+    from xstash_plugin.launchers.slots import parse_cpus, parse_gpus, parse_mem
+
+    found: dict[str, Setting] = {}
+    for name, parse in (("gpus", parse_gpus), ("cpus", parse_cpus), ("mem", parse_mem)):
+        raw = str(config.getini(f"xstash_{name}") or "").strip()
+        if not raw:
+            found[name] = Setting(None)
+            continue
+        source = f"ini xstash_{name} ({config.inipath})"
+        try:
+            found[name] = Setting(parse(raw), source)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from None
+    return found
+
+
 def build(config: pytest.Config) -> Settings:
     """The session's settings: from the controller when this is an xdist worker."""
     workerinput = getattr(config, "workerinput", None)
@@ -260,6 +281,7 @@ def build(config: pytest.Config) -> Settings:
     return Settings.of(
         dict(
             **_history(config, output_root.value),
+            **_slots(config),
             output_root=output_root,
             compose=_compose(config),
             reuse=Setting(bool(reuse), reuse_source),

@@ -58,6 +58,7 @@ class XstashSettings:
     inputs: tuple[str, ...] = ()  # xstash.inputs, relative to the repository
     launcher: str | None = None  # xstash.launcher
     resources: dict[str, Any] = field(default_factory=dict)  # xstash.resources
+    resources_line: int | None = None  # where xstash.resources is (for the machine's limits)
     new_keys: tuple[str, ...] = ()  # xstash.new_keys: keys added to the tool's config on purpose
     # xstash.seeds: then `points` holds every (point, seed) run, and this the sweep's points
     seeding: Seeding | None = None
@@ -87,6 +88,7 @@ def check_xstash(
         inputs=inputs,
         launcher=launcher,
         resources=resources,
+        resources_line=doc.line("xstash", "resources") if resources else None,
         new_keys=new_keys,
         seeding=seeding,
         direction=check_direction(doc, block, errors),

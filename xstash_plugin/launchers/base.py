@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 # Under pytest-xdist a worker that does not stop is SIGKILLed 10 s after the controller's
 # Ctrl-C (execnet interrupts it after 5 s): the tool's grace period must end well before that.
@@ -56,6 +56,7 @@ class RunResult:
     job_id: str | None = None  # SLURM
     slurm_state: str | None = None  # SLURM's final state: COMPLETED, TIMEOUT, FAILED, ...
     log: Path | None = None  # submitit's log of the job (SLURM's own messages land there)
+    slots: dict[str, Any] | None = None  # local GPUs/CPUs/memory it held (launchers/slots.py)
 
     @property
     def duration(self) -> float:

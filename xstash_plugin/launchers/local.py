@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from typing import IO, Protocol
 from xstash_plugin.fsutil import kill_group
 from xstash_plugin.launchers.base import GRACE_SECONDS, RunRequest, RunResult
 from xstash_plugin.launchers.preload import PreloadedProcess, PreloadLost, PreloadServer
+from xstash_plugin.launchers.slots import Grant, NeverFits, SlotPlan
 
 _CHUNK = 64 * 1024
 
@@ -227,7 +229,12 @@ def _fork(
 
 class LocalRun:
     """A local (or preloaded) run. The tool starts when the run is waited for: it runs in the
-    waiting thread, where a Ctrl-C lands and stops it (see run_local)."""
+    waiting thread, where a Ctrl-C lands and stops it (see run_local).
+
+    With ``slots`` (launchers/slots.py) the run first waits for its GPUs/CPUs/memory, runs with
+    them in its environment (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS, ...; a preloaded run gets
+    the same environment, the server sets it in the fork), and gives them back however it ends.
+    The timeout counts from the tool's start, not from the wait."""
 
     def __init__(
         self,
@@ -235,14 +242,34 @@ class LocalRun:
         on_interrupt: Callable[[], None] | None,
         on_start: Callable[[int], None] | None,
         preload: PreloadServer | None,
+        slots: SlotPlan | None = None,
     ) -> None:
         self.request = request
         self.on_interrupt = on_interrupt
         self.on_start = on_start
         self.preload = preload
+        self.slots = slots
+        self.grant: Grant | None = None  # what it held (for the record), once granted
 
     def wait(self) -> RunResult:
-        return run_local(self.request, self.on_interrupt, self.on_start, self.preload)
+        if self.slots is None:
+            return run_local(self.request, self.on_interrupt, self.on_start, self.preload)
+        table = self.slots.table
+        try:
+            grant = table.acquire(self.slots.want, self.request.run_dir)
+        except NeverFits:
+            raise  # an OSError: the run could not start (nothing to interrupt)
+        except BaseException:  # Ctrl-C while waiting for slots: the run is interrupted
+            if self.on_interrupt is not None:
+                self.on_interrupt()
+            raise
+        self.grant = grant
+        try:
+            request = dataclasses.replace(self.request, env=grant.environ(self.request.env))
+            result = run_local(request, self.on_interrupt, self.on_start, self.preload)
+            return dataclasses.replace(result, slots=grant.as_dict())
+        finally:
+            table.release(grant)
 
     def cancel(self) -> None:
         """Nothing to do: a local run is stopped by the exception that interrupts its wait."""
@@ -255,6 +282,7 @@ class LocalLauncher:
     on_interrupt: Callable[[], None] | None = None
     on_start: Callable[[int], None] | None = None
     preload: PreloadServer | None = None
+    slots: SlotPlan | None = None  # resources to hold while it runs (see LocalRun)
 
     def launch(self, request: RunRequest) -> LocalRun:
-        return LocalRun(request, self.on_interrupt, self.on_start, self.preload)
+        return LocalRun(request, self.on_interrupt, self.on_start, self.preload, self.slots)

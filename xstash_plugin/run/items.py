@@ -18,6 +18,7 @@ from xstash_plugin.config.seeds import AGGREGATE_NAME, Seeding, directions
 from xstash_plugin.config.sweeps import Point, point_labels
 from xstash_plugin.config.text import elide, printable_error
 from xstash_plugin.errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
+from xstash_plugin.launchers.slots import local_misfit
 from xstash_plugin.report.rows import fmt
 from xstash_plugin.run import regression, slurm_run
 from xstash_plugin.run.aggregate import SeedResult, aggregate, samples
@@ -52,6 +53,10 @@ class ExperimentFile(pytest.File):
             experiment = state.experiment(self.path, self.configs_root)
         except XstashError as exc:
             raise self.CollectError(str(exc)) from None
+        where = experiment.launcher or experiment.tool.launcher or state.settings.launcher
+        misfit = local_misfit(experiment, state.settings, where)
+        if misfit is not None:
+            raise self.CollectError(str(ConfigErrors([misfit])))
         seeding = experiment.seeding
         if seeding is not None:
             group_labels, labels = seeding.labels()

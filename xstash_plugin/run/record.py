@@ -113,6 +113,9 @@ class RunRecord:
     slurm_folder: str | None = None
     slurm_state: str | None = None
     resources: dict[str, Any] | None = None
+    slots: dict[str, Any] | None = field(
+        default=None, metadata=_doc("local GPUs, CPUs and memory the run held")
+    )
     attached_by: str | None = None
     # Keys this version does not know, kept as they were
     extra: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})

@@ -1,8 +1,7 @@
 """One run of an experiment item: prepare → launch → judge → finish.
 
-:class:`Run` owns the run's record (:class:`~xstash_plugin.run.record.RunRecord`); the
-item's result row and JUnit properties are derived from that record when the run ends
-(:meth:`Run.row`, :meth:`Run.properties`). SLURM launches are in ``slurm_run.py``.
+:class:`Run` owns the run's record (record.py); the item's result row and JUnit properties
+are derived from it when the run ends (:meth:`row`, :meth:`properties`); SLURM: slurm_run.py.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from xstash_plugin.fsutil import tail_lines
 from xstash_plugin.launchers.base import Launcher, RunRequest, RunResult
 from xstash_plugin.launchers.local import COOKIE_VAR, LocalLauncher
 from xstash_plugin.launchers.preload import PreloadLost, PreloadUnavailable, server_key
+from xstash_plugin.launchers.slots import plan_for
 from xstash_plugin.launchers.slurm import SlurmJob
 from xstash_plugin.report import progress
 from xstash_plugin.run import messages
@@ -333,7 +333,7 @@ class Run:
         else start it; a tool that cannot be preloaded runs plainly, with a warning."""
         request, record, state = self.request, self.record, self.state
         assert request is not None and record is not None
-        tool = self.experiment.tool
+        tool, slots = self.experiment.tool, plan_for(self)  # local GPUs/CPUs/memory
         record.update(preloaded=False)
         if tool.preload:
             key = server_key(request.argv, request.cwd, request.env)
@@ -349,14 +349,14 @@ class Run:
                 server_env = {k: v for k, v in request.env.items() if k != COOKIE_VAR}
                 server = state.preload.server(key, server_env, log)
                 record.update(preloaded=True)
-                return self._wait(LocalLauncher(interrupted, started, preload=server))
+                return self._wait(LocalLauncher(interrupted, started, server, slots))
             except PreloadUnavailable as exc:
                 record.update(preloaded=False)
                 problem = f"tool '{tool.name}' cannot be preloaded, its runs start plainly: {exc}"
                 if problem not in state.reported:
                     state.reported.add(problem)
                     self.item.warn(XstashWarning(problem))
-        return self._wait(LocalLauncher(interrupted, started))
+        return self._wait(LocalLauncher(interrupted, started, slots=slots))
 
     def _wait(self, launcher: Launcher) -> RunResult:
         assert self.request is not None
@@ -365,9 +365,8 @@ class Run:
     # --- after the tool ended -----------------------------------------------------------
 
     def judge(self, run_dir: Path) -> tuple[dict[str, Any] | None, list[Verdict], str | None]:
-        """Metrics (as the record and reports keep them: see judge.bounded), verdicts, and a
-        problem with the metrics file (if any). Never raises: whatever a tool wrote, the run
-        gets a verdict and its record an end."""
+        """Metrics (as kept: see judge.bounded), verdicts, and a problem with the metrics file
+        (if any). Never raises: whatever a tool wrote, the run gets a verdict and an end."""
         experiment = self.experiment
         declared = experiment.metrics_file is not None or bool(experiment.expectations)
         path = run_dir / (experiment.metrics_file or DEFAULT_METRICS)
@@ -410,6 +409,7 @@ class Run:
             metrics=metrics,
             metrics_error=metrics_problem,
             expectations=[v.as_dict() for v in verdicts],
+            slots=result.slots,
         )
         self.end(status, ended=result.ended)
         report = None  # a timeout's or a failed exit's report, which shows the stderr tail

@@ -1,0 +1,351 @@
+"""Local resource slots (launchers/slots.py): the inventory, the shared allocation table (no GPU
+held twice, waiting, dead holders reclaimed), and real sessions under ``-n 4`` / ``-n 2`` on a
+faked 4-GPU machine (``xstash_gpus = 0,1,2,3``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Project
+
+from xstash_plugin.launchers.slots import (
+    Grant,
+    Inventory,
+    NeverFits,
+    SlotTable,
+    Want,
+    bound_by_visible,
+    check_fits,
+    detect_gpus,
+    parse_gpus,
+    parse_mem,
+    parse_nvidia_smi,
+)
+
+SMI = """\
+0, GPU-aaaa1111-0000-0000-0000-000000000000, 81920 MiB
+1, GPU-bbbb2222-0000-0000-0000-000000000000, 81920 MiB
+2, GPU-cccc3333-0000-0000-0000-000000000000, 81920 MiB
+3, GPU-dddd4444-0000-0000-0000-000000000000, 81920 MiB
+"""
+FOUR = Inventory(gpus=("0", "1", "2", "3"), cpus=8, mem=16 * 1024**3)
+
+
+def test_nvidia_smi_output_and_cuda_visible_devices() -> None:
+    gpus = parse_nvidia_smi(SMI)
+    assert [i for i, _ in gpus] == ["0", "1", "2", "3"]
+    assert bound_by_visible(gpus, None) == ("0", "1", "2", "3")
+    assert bound_by_visible(gpus, "2,0") == ("2", "0")
+    assert bound_by_visible(gpus, "GPU-dddd4444-0000-0000-0000-000000000000,1") == ("3", "1")
+    assert bound_by_visible(gpus, "") == ()
+    assert bound_by_visible(gpus, "-1") == ()
+    assert bound_by_visible(gpus, "1,7,2") == ("1",)  # CUDA stops at an invalid entry
+
+    def smi(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 0, SMI, "")
+
+    def missing(argv: list[str], **kwargs: Any) -> Any:
+        raise FileNotFoundError(argv[0])
+
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "1,3"}, smi) == ("1", "3")
+    assert detect_gpus({}, smi) == ("0", "1", "2", "3")
+    assert detect_gpus({}, missing) == ()
+
+
+def test_ini_values_parse() -> None:
+    assert parse_gpus("0,1,2,3") == ("0", "1", "2", "3")
+    assert parse_gpus("none") == ()
+    assert parse_mem("16G") == 16 * 1024**3
+    assert parse_mem("512") == 512 * 1024**2
+    with pytest.raises(ValueError):
+        parse_gpus("0,,1")
+
+
+def test_check_fits_says_what_the_machine_has() -> None:
+    assert check_fits({"gpus": 4, "cpus": 8, "mem": 16 * 1024}, FOUR) is None
+    assert check_fits({"partition": "gpu"}, FOUR) is None
+    problem = check_fits({"gpus": 5, "mem": 32 * 1024}, FOUR)
+    assert problem is not None
+    assert "gpus: 5" in problem and "mem: 32768 MiB" in problem
+    assert "GPUs 0,1,2,3 (4), 8 CPUs, 16384 MiB" in problem
+
+
+def test_grant_environment() -> None:
+    grant = Grant("t", ("1", "3"), 4, 0)
+    env = grant.environ({"OMP_NUM_THREADS": "2", "PATH": "/bin"})
+    assert env["CUDA_VISIBLE_DEVICES"] == env["NVIDIA_VISIBLE_DEVICES"] == "1,3"
+    assert env["OMP_NUM_THREADS"] == "2"  # the user's own stays
+    assert env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "4"
+    assert Grant("t", (), 0, 0).environ({})["CUDA_VISIBLE_DEVICES"] == ""  # gpus: 0
+    assert "CUDA_VISIBLE_DEVICES" not in Grant("t", None, 2, 0).environ({})  # no gpus named
+    assert Grant("t", ("0",), 2, 5).as_dict() == {"gpus": ["0"], "cpus": 2, "mem": 5}
+
+
+def test_acquire_release_and_blocking(tmp_path: Path) -> None:
+    table = SlotTable(tmp_path / "slots", FOUR, poll=0.02)
+    first = table.acquire(Want(gpus=3, cpus=2))
+    assert first.gpus == ("0", "1", "2")
+    assert Want.of({"gpus": 0}) == Want(gpus=0)
+    assert Want.of({"partition": "x"}) is None
+    got: list[Grant] = []
+    waiter = threading.Thread(target=lambda: got.append(table.acquire(Want(gpus=2))))
+    waiter.start()
+    time.sleep(0.3)
+    assert not got  # one GPU free, two asked for: it waits
+    table.release(first)
+    waiter.join(timeout=5)
+    assert got and got[0].gpus == ("0", "1")
+    assert [h["gpus"] for h in table.holders()] == [["0", "1"]]
+    table.release(got[0])
+    assert table.holders() == []
+    with pytest.raises(NeverFits, match="gpus: 5"):  # never waits for what cannot be
+        table.acquire(Want(gpus=5))
+
+
+@pytest.mark.parametrize("overtakes", [0, 1])
+def test_a_waiting_two_gpu_run_is_overtaken_a_bounded_number_of_times(
+    tmp_path: Path, overtakes: int
+) -> None:
+    """A 1-GPU run may overtake an earlier 2-GPU waiter only ``overtakes`` times; then the GPU
+    that frees up is kept for the 2-GPU run."""
+    table = SlotTable(tmp_path / "slots", FOUR, poll=0.02, overtakes=overtakes)
+    held = [table.acquire(Want(gpus=1)) for _ in range(3)]
+    order: list[str] = []
+
+    def take(name: str, gpus: int) -> None:
+        grant = table.acquire(Want(gpus=gpus))
+        order.append(name)
+        time.sleep(0.9)
+        table.release(grant)
+
+    big = threading.Thread(target=take, args=("big", 2), daemon=True)
+    big.start()
+    time.sleep(0.6)  # GPU 3 is free: not enough for big
+    smalls = [threading.Thread(target=take, args=(f"small{i}", 1), daemon=True) for i in range(2)]
+    for small in smalls:
+        small.start()
+        time.sleep(0.3)
+    time.sleep(0.6)
+    # overtakes=0: GPU 3 is kept for big; overtakes=1: small0 takes it, small1 must wait.
+    assert order == ["small0"][:overtakes]
+    time.sleep(0.9)  # small0 (if it ran) is done: big reserves GPU 3, small1 still waits
+    assert order == ["small0"][:overtakes]
+    table.release(held[0])
+    big.join(timeout=15)
+    for small in smalls:
+        small.join(timeout=15)
+    assert order[: overtakes + 1] == [*["small0"][:overtakes], "big"]
+    assert sorted(order) == ["big", "small0", "small1"]
+
+
+def _hold_and_sleep(folder: str, ready: Any) -> None:
+    table = SlotTable(Path(folder), FOUR, poll=0.02)
+    table.acquire(Want(gpus=4, cpus=8))
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_killed_holder_is_reclaimed(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    child = context.Process(target=_hold_and_sleep, args=(str(tmp_path / "slots"), ready))
+    child.start()
+    assert ready.wait(30)
+    table = SlotTable(tmp_path / "slots", FOUR, poll=0.02)
+    assert len(table.holders()) == 1
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    grant = table.acquire(Want(gpus=4, cpus=8))
+    assert grant.gpus == ("0", "1", "2", "3")
+
+
+def _contend(folder: str, seed: int, out: Any) -> None:
+    rng = random.Random(seed)
+    table = SlotTable(Path(folder), FOUR, poll=0.005)
+    for _ in range(10):
+        grant = table.acquire(Want(gpus=rng.choice((1, 2))))
+        start = time.time()
+        time.sleep(rng.uniform(0.0, 0.02))
+        out.put((grant.gpus, start, time.time()))
+        table.release(grant)
+
+
+def test_no_gpu_is_held_twice_under_contention(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    procs = [
+        context.Process(target=_contend, args=(str(tmp_path / "slots"), seed, out))
+        for seed in range(8)
+    ]
+    for proc in procs:
+        proc.start()
+    intervals = [out.get(timeout=120) for _ in range(80)]
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    assert_no_overlap([(list(g), s, e) for g, s, e in intervals])
+
+
+def assert_no_overlap(intervals: list[tuple[list[str], float, float]]) -> None:
+    by_gpu: dict[str, list[tuple[float, float]]] = {}
+    for gpus, start, end in intervals:
+        for gpu in gpus:
+            by_gpu.setdefault(gpu, []).append((start, end))
+    for gpu, spans in by_gpu.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"GPU {gpu} held twice at {start}"
+
+
+# --- real sessions --------------------------------------------------------------------------
+
+SLOT_TOOL = """\
+import json, os, signal, time
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg):
+    start = time.time()
+    if cfg.kill_worker:
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)
+    time.sleep(cfg.sleep)
+    out = HydraConfig.get().runtime.output_dir
+    with open(os.path.join(out, "slot.json"), "w") as f:
+        json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "want": cfg.want,
+                   "omp": os.environ.get("OMP_NUM_THREADS"), "start": start, "end": time.time()}, f)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def slot_project(project: Project, python: str) -> Project:
+    folder = project.tool("slotted", SLOT_TOOL, entrypoint="src/main.py", env=python, deps=None)
+    (folder / "src" / "conf").mkdir(exist_ok=True)
+    (folder / "src" / "conf" / "train.yaml").write_text("sleep: 0.5\nwant: 1\nkill_worker: 0\n")
+    project.write("pytest.ini", "[pytest]\nxstash_gpus = 0,1,2,3\nxstash_cpus = 8\n")
+    return project
+
+
+def slot_config(name: str, gpus: int, sleep: float, kill: bool = False) -> str:
+    return (
+        f"tool: slotted\nexperiment: {name}\ndefaults:\n  - train\n  - _self_\n"
+        f"sleep: {sleep}\nwant: {gpus}\nkill_worker: {int(kill)}\n"
+        f"xstash:\n  launcher: local\n  resources: {{gpus: {gpus}, cpus: 2}}\n"
+    )
+
+
+def slot_runs(project: Project) -> list[dict[str, Any]]:
+    found = sorted((project.root / "outputs").rglob("slot.json"))
+    return [json.loads(path.read_text()) for path in found]
+
+
+def check_runs(runs: list[dict[str, Any]]) -> None:
+    for run in runs:
+        gpus = run["cuda"].split(",")
+        assert len(set(gpus)) == len(gpus) == run["want"], run
+        assert set(gpus) <= {"0", "1", "2", "3"}
+        assert run["omp"] == "2"
+    assert_no_overlap([(r["cuda"].split(","), r["start"], r["end"]) for r in runs])
+
+
+@pytest.mark.parametrize("workers", ["4", "2"])
+def test_parallel_runs_share_four_gpus(project: Project, hydra_python: str, workers: str) -> None:
+    slot_project(project, hydra_python)
+    for i in range(12):
+        project.config(f"e{i:02d}.yaml", slot_config(f"e{i:02d}", 1 + i % 2, 0.5 + 0.05 * i))
+    started = time.time()
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "-n", workers
+    )
+    wall = time.time() - started
+    result.assert_outcomes(passed=12)
+    runs = slot_runs(project)
+    assert len(runs) == 12
+    check_runs(runs)
+    # 18 GPU-runs of ~0.8 s on 4 GPUs is ~4 s of work; startup and Hydra dominate: loose.
+    assert wall < 120
+    assert (project.root / "outputs" / ".xstash" / "slots" / "table.json").exists()
+    table = json.loads((project.root / "outputs" / ".xstash" / "slots" / "table.json").read_text())
+    assert table == {"held": [], "queue": []}
+
+
+def test_a_killed_workers_slots_are_reclaimed(project: Project, hydra_python: str) -> None:
+    """The run that kills its worker holds all four GPUs: were they not reclaimed, no other
+    run could ever start."""
+    slot_project(project, hydra_python)
+    project.config("a_kill.yaml", slot_config("a_kill", 4, 0.1, kill=True))
+    for i in range(6):
+        project.config(f"e{i}.yaml", slot_config(f"e{i}", 2, 0.3))
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "-n", "2", timeout=240
+    )
+    result.assert_outcomes(passed=6, failed=1)
+    runs = slot_runs(project)
+    assert len(runs) == 6
+    check_runs(runs)
+    table = json.loads((project.root / "outputs" / ".xstash" / "slots" / "table.json").read_text())
+    assert table == {"held": [], "queue": []}
+
+
+@pytest.mark.parametrize("launch_mode", ["preload"], indirect=True)
+def test_preloaded_runs_get_their_gpus(project: Project, hydra_python: str) -> None:
+    """A run forked from a preload server gets the grant's environment too (the server sets
+    the request's environment in the fork)."""
+    slot_project(project, hydra_python)
+    for i in range(4):
+        project.config(f"e{i}.yaml", slot_config(f"e{i}", 1 + i % 2, 0.3))
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "-n", "2", timeout=240
+    )
+    result.assert_outcomes(passed=4)
+    records = [json.loads(p.read_text()) for p in (project.root / "outputs").rglob("xstash.json")]
+    assert len(records) == 4 and all(record["preloaded"] for record in records)
+    runs = slot_runs(project)
+    assert len(runs) == 4
+    check_runs(runs)
+
+
+def test_a_run_asking_for_more_than_the_machine_has_is_a_collection_error(
+    project: Project, hydra_python: str
+) -> None:
+    """It could never start: collection refuses it at its resources line, saying what the
+    machine has; the other configs still run."""
+    slot_project(project, hydra_python)
+    project.config("big.yaml", slot_config("big", 8, 0.1))
+    project.config("ok.yaml", slot_config("ok", 1, 0.1))
+    result = project.pytester.runpytest_subprocess(
+        "configs",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--continue-on-collection-errors",
+        timeout=120,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    line = next(
+        i
+        for i, text in enumerate(slot_config("big", 8, 0.1).splitlines(), 1)
+        if text.strip().startswith("resources:")
+    )
+    result.stdout.fnmatch_lines(
+        [
+            f"*configs/big.yaml:{line}: resources ask for more than this machine has (gpus: 8)*"
+            "it has GPUs 0,1,2,3 (4), 8 CPUs*"
+        ]
+    )
