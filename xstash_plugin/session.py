@@ -17,6 +17,7 @@ from xstash_plugin.config.registry import META_NAME, Registry, load_registry
 from xstash_plugin.config.sweeps import Point
 from xstash_plugin.errors import ConfigError, ConfigErrors, XstashError
 from xstash_plugin.fsutil import xstash_dir
+from xstash_plugin.history.baseline import Baseline
 from xstash_plugin.launchers.preload import PreloadPool
 from xstash_plugin.run.envs import EnvManager
 from xstash_plugin.run.provenance import KeyMaker
@@ -62,6 +63,7 @@ class State:
     watchdog: Watchdog = field(init=False)  # kills this process's tools should it be killed
     stale: StaleRuns = field(init=False)  # runs earlier sessions left 'running'
     session_results: SessionResults = field(init=False)  # seed results, for their aggregates
+    baseline: Baseline | None = None  # --xstash-baseline, resolved on first use (regression.py)
     _earlier: ReuseIndex | None = None
     _selected: set[str] | None = None
 

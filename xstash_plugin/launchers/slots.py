@@ -415,9 +415,10 @@ def local_misfit(experiment: Any, settings: Any, launcher: str) -> ConfigError |
     resources exceed the machine's); None when it fits or runs elsewhere."""
     if launcher != "local":
         return None
-    problem = check_fits(
-        {**experiment.tool.resources, **experiment.resources}, inventory_of(settings)
-    )
+    want = Want.of({**experiment.tool.resources, **experiment.resources})
+    if want is None:  # not limited: no need to look at the machine (nvidia-smi) at all
+        return None
+    problem = shortfall(want, inventory_of(settings))
     if problem is None:
         return None
     what, _, _ = problem.partition(" (the local launcher; ")

@@ -21,26 +21,21 @@ from xstash_plugin.history.compare import compare, comparison_table
 from xstash_plugin.report.rows import flatten, is_number, text_table
 from xstash_plugin.session import State, get_state
 
-_LOADED: dict[int, Baseline | None] = {}
-
 
 def baseline_of(config: pytest.Config, state: State) -> Baseline | None:
     """This process's baseline, resolved once (None without --xstash-baseline)."""
-    key = id(state)
-    if key not in _LOADED:
-        ref = state.settings.baseline
-        _LOADED[key] = (
-            None
-            if ref is None
-            else load_baseline(
-                ref,
-                state.settings.history,
-                config.rootpath,
-                state.session_id,
-                config.invocation_params.dir,
-            )
+    ref = state.settings.baseline
+    if ref is None:
+        return None
+    if state.baseline is None:
+        state.baseline = load_baseline(
+            ref,
+            state.settings.history,
+            config.rootpath,
+            state.session_id,
+            config.invocation_params.dir,
         )
-    return _LOADED[key]
+    return state.baseline
 
 
 def numeric(metrics: dict[str, Any] | None) -> dict[str, list[float]]:
