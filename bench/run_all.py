@@ -1,4 +1,4 @@
-"""Run the benchmarks of BENCHMARKS.md (B1-B9, B11) and print the machine and the results table
+"""Run the benchmarks of BENCHMARKS.md (B1-B11) and print the machine and the results table
 in Markdown, ready to paste.
 
     python bench/run_all.py [--repeat 3] [--only B1,B3] [--smoke] [--profile] [--out table.md]
@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--runs", "1000", "--commits", "10", "--experiments", "100"],
     ),
     "B9": ("slots.py", ["--scale", "1.0"], ["--scale", "0.25"]),
+    "B10": ("slurm_scale.py", ["--count", "200"], ["--count", "10"]),
     "B11": ("seeds.py", [], []),
 }
 

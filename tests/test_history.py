@@ -195,7 +195,7 @@ def test_a_broken_store_is_a_warning(project: Project, hydra_python: str) -> Non
 
 def test_the_console_script_is_declared() -> None:
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("xstash") == "xstash_plugin.history.cli:main"
+    assert scripts.get("xstash") == "xstash_plugin.cli:main"
 
 
 def test_history_names_the_commit_that_introduced_a_step(tmp_path: Path) -> None:

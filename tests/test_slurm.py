@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -202,7 +203,7 @@ def test_experiments_run_as_slurm_jobs(
     for run_dir, record in records.values():
         jobs.append(record["job_id"])
         assert record["launcher"] == "slurm"
-        assert record["job_id"].isdigit()
+        assert re.fullmatch(r"\d+(_\d+)?", record["job_id"]), record["job_id"]
         assert record["slurm_state"] == "COMPLETED"
         assert before <= record["started"] <= record["ended"] <= after
         assert record["argv"][:2] == [hydra_python, "src/main.py"]
@@ -210,9 +211,12 @@ def test_experiments_run_as_slurm_jobs(
         assert (run_dir / "stdout.log").read_text() == "tool done\n"
         # SLURM itself ran it, under our name; the tool's exit code is not the job's.
         info = job_info(record["job_id"])
-        assert info["JobName"] == f"xstash-{record['experiment']}"
+        assert info["JobName"] in (f"xstash-{record['experiment']}", "xstash-array-bad")
         assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0")
     assert len({record["job_id"] for _, record in records.values()}) == 3
+    # 'bad' and 'low' ask for the same (no time limit): one array of two tasks; 'ok' alone.
+    ids = {name: record["job_id"] for name, (_, record) in records.items()}
+    assert ids["ok"].isdigit() and ids["bad"].split("_")[0] == ids["low"].split("_")[0]
 
     ok, bad, low = (records[name][1] for name in ("ok", "bad", "low"))
     assert (ok["status"], ok["exit_code"], ok["metrics"]) == ("passed", 0, {"acc": 0.95})

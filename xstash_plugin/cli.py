@@ -3,12 +3,14 @@
 ``scripts/run_experiment TOOL CONFIG [KEY=VALUE ...] [--validate-only]`` runs (or only collects,
 which validates) one experiment through pytest, each ``KEY=VALUE`` passed on as
 ``--xstash-override KEY=VALUE``; ``scripts/validate_setup.py`` checks the registry, every config,
-and optionally builds tool environments.
+and optionally builds tool environments; ``xstash env RUN_DIR`` prints the requirements that
+rebuild a run's tool environment (:func:`main` dispatches ``xstash``'s subcommands).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import subprocess
@@ -305,3 +307,77 @@ def _mentions_tool(path: Path, tool: str) -> bool:
     except (ConfigError, ConfigErrors):
         return False
     return isinstance(data, dict) and data.get("tool") == tool
+
+
+def environment_text(run_dir: Path) -> str:
+    """The requirements file that rebuilds the tool environment of the run in ``run_dir``
+    (kept once per environment under its output root, see run/envs.py); ValueError if none."""
+    from xstash_plugin.fsutil import XSTASH_DIR
+    from xstash_plugin.run.envs import ENVIRONMENTS
+    from xstash_plugin.run.record import RECORD_NAME, RunRecord
+
+    try:
+        record = RunRecord.load(run_dir)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{run_dir} holds no run record ({RECORD_NAME}): give a run directory, "
+            "e.g. outputs/configs/<config>/<run>"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the run record {run_dir / RECORD_NAME} cannot be read: {exc}") from None
+    digest = record.environment_hash
+    if not digest:
+        raise ValueError(
+            f"the run record {run_dir / RECORD_NAME} names no environment: an older xstash "
+            "wrote it, the run ended before its environment was ready, or uv could not list "
+            "the packages of its interpreter"
+        )
+    candidates = [Path(record.environment_path)] if record.environment_path else []
+    for parent in run_dir.resolve().parents:  # the output root, wherever it was moved
+        candidates.append(parent / XSTASH_DIR / ENVIRONMENTS / f"{digest}.txt")
+    for path in candidates:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if hashlib.sha256(text.encode()).hexdigest()[:16] == digest:
+            return (
+                f"# xstash env {run_dir}: tool {record.tool}, environment {digest}\n"
+                "# rebuild: uv venv --python <that python> && uv pip install -r <this file>\n"
+                + text
+            )
+    raise ValueError(
+        f"environment {digest} of the run in {run_dir} is not in {candidates[0].parent}: "
+        f"it is kept as {XSTASH_DIR}/{ENVIRONMENTS}/{digest}.txt under the output root"
+    )
+
+
+def env_main(argv: list[str] | None = None) -> int:
+    """``xstash env RUN_DIR``: print the requirements.txt of a run's tool environment."""
+    parser = argparse.ArgumentParser(
+        prog="xstash env",
+        description="Print a requirements.txt that rebuilds the tool environment a run used "
+        "(its resolved packages, as `uv pip freeze` listed them).",
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory (it holds xstash.json)")
+    args = parser.parse_args(argv)
+    try:
+        text = environment_text(args.run_dir)
+    except ValueError as exc:
+        return _fail(f"xstash env: {exc}")
+    sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``xstash env RUN_DIR``, else ``xstash history ...`` (history/cli.py)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["env"]:
+        return env_main(args[1:])
+    from xstash_plugin.history.cli import main as history_main
+
+    return history_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,7 @@ from xstash_plugin.config.yamlio import parse_yaml
 from xstash_plugin.errors import XstashError
 from xstash_plugin.history.options import addoption as history_addoption
 from xstash_plugin.launchers.slots import addoption as slots_addoption
+from xstash_plugin.launchers.slurm_batch import addoption as slurm_addoption
 from xstash_plugin.masking import SECRET_ENV_HELP
 from xstash_plugin.ordering import ORDER_HELP, ORDERS, load_durations, longest_first
 from xstash_plugin.report.junit import setup as junit_setup
@@ -33,7 +34,10 @@ from xstash_plugin.run.items import (
     ExperimentItem,
     aggregates_after_seeds,
 )
+from xstash_plugin.run.needs_run import add_upstreams, needed, upstreams_first
 from xstash_plugin.run.record import RunRecord, row_of
+from xstash_plugin.run.rerun import register as rerun_register
+from xstash_plugin.run.slurm_plan import cancel_pending, submit_session
 from xstash_plugin.run.stale import recover_crashed_run
 from xstash_plugin.session import (
     OUTPUT_ROOT_HELP,
@@ -46,6 +50,10 @@ from xstash_plugin.session import (
 from xstash_plugin.settings import WIRE_KEY as SETTINGS_WIRE_KEY
 from xstash_plugin.settings import build as build_settings
 
+NO_NEEDS_HELP = (
+    "run only the selected experiments, not their deselected upstreams (xstash.needs): a "
+    "dependent then uses its upstream's newest passed run"
+)
 OVERRIDE_HELP = (
     "a Hydra override applied to every selected experiment (repeatable), e.g. "
     "trainer.max_epochs=1; VALUE is read as YAML (1 is a number, abc or 'a,b' a string, "
@@ -126,10 +134,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("xstash_output_root", OUTPUT_ROOT_HELP, default="")
     parser.addini("xstash_compose", COMPOSE_HELP, default="")
     _flag(group, "--xstash-reuse", REUSE_HELP)
+    _flag(group, "--xstash-no-needs", NO_NEEDS_HELP)
     parser.addini("xstash_reuse", REUSE_HELP, type="bool", default=False)
     progress_addoption(parser, group)
     history_addoption(parser, group)
     slots_addoption(parser)
+    slurm_addoption(parser)
     group.addoption(
         "--xstash-order", dest="xstash_order", default=None, choices=ORDERS, help=ORDER_HELP
     )
@@ -165,6 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "xstash-xdist")
     progress_setup(config, state)  # live progress of running experiments
+    rerun_register(config)  # -v: why each experiment ran again under --xstash-reuse
     if config.pluginmanager.hasplugin("html"):  # pytest-html: columns for experiments
         from xstash_plugin.report.columns import HtmlColumns
 
@@ -317,8 +328,11 @@ def pytest_runtest_makereport(
             # A plain attribute of the report: pytest-xdist carries it to the controller.
             row = masking.mask_data(dict(item.result_row))
             report.xstash = row  # type: ignore[attr-defined]
-            if isinstance(item, ExperimentItem) and item.group is not None:
-                get_state(item.config).session_results.put(item.nodeid, row)  # for its aggregate
+            state = get_state(item.config)
+            if isinstance(item, ExperimentItem) and (
+                item.group is not None or item.nodeid in state.needed
+            ):
+                state.session_results.put(item.nodeid, row)  # for its aggregate, its dependents
     return report
 
 
@@ -328,6 +342,9 @@ def _order(config: pytest.Config) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = get_state(config)
+    if state.deselected and not state.settings.no_needs:  # -k picked a downstream: its needs too
+        items.extend(add_upstreams(state, items, state.deselected))
     # Identical on every xdist worker: lets the controller show results in collection order.
     ours = [item for item in items if isinstance(item, (ExperimentItem, AggregateItem))]
     for index, node in enumerate(ours):
@@ -350,32 +367,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[slot] = item
     if any(isinstance(item, AggregateItem) for item in items):
         items[:] = aggregates_after_seeds(items)
+    if any(isinstance(item, ExperimentItem) and item.experiment.needs for item in items):
+        items[:] = upstreams_first(state, items)
+        state.needed = needed(state, items)
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    """Remembered: a selected experiment's deselected upstreams run anyway (run/needs_run.py)."""
+    if items:
+        get_state(items[0].config).deselected.extend(items)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """Submit every SLURM experiment of the session before the first test waits, so N
-    experiments are N jobs in flight even without -n. Not under xdist: there each worker runs
-    an unknown share of the items, so each submits its own as it reaches them."""
+    """Submit every SLURM experiment of the session before the first test waits, as job arrays
+    and packed allocations (run/slurm_plan.py), so N experiments are in flight even without
+    -n. Not under xdist: there each worker runs an unknown share of the items, so each submits
+    its own as it reaches them."""
     config = session.config
     if (
         hasattr(config, "workerinput")
         or getattr(config.option, "dist", "no") != "no"
         or config.option.collectonly
-        or get_state(config).reuse is not None  # a reusable run must not be submitted
     ):
         return
-    for item in session.items:
-        if isinstance(item, ExperimentItem) and item.launcher() == "slurm":
-            item.presubmit()
+    runs = [
+        item.begin_submission()
+        for item in session.items
+        if isinstance(item, ExperimentItem)
+        and item.launcher() == "slurm"
+        and not item.experiment.needs  # submitted once its upstreams have results
+    ]
+    if runs:
+        submit_session(get_state(config), runs, load_durations(get_state(config).output_root))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    # -x, Ctrl-C or a crash ended the session early: jobs nobody waits for are cancelled.
-    for item in getattr(session, "items", []):
-        if isinstance(item, ExperimentItem):
-            item.cancel_pending()
+    # -x, Ctrl-C or a crash ended the session early: jobs nobody waits for are cancelled, with
+    # one scancel for all of them.
+    runs = [
+        item.run
+        for item in getattr(session, "items", [])
+        if isinstance(item, ExperimentItem) and item.run is not None
+    ]
+    cancel_pending(runs)
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:
@@ -383,3 +419,11 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] 
     if report.when == "call" and report.passed and row and row.get("reused_from"):
         return "passed", "r", ("PASSED (reused)", {"green": True})
     return None
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with GPUs: one worker per GPU (launchers/inventory.py); else xdist's count."""
+    from xstash_plugin.launchers.slots import auto_workers
+
+    return auto_workers(config)

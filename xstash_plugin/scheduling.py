@@ -1,5 +1,5 @@
-"""pytest-xdist scheduling that keeps longest-first ordering intact and runs each seeded point's
-aggregate after its seeds (imported only under xdist).
+"""pytest-xdist scheduling that keeps longest-first ordering intact, runs each seeded point's
+aggregate after its seeds and each experiment after its needs (imported only under xdist).
 
 xdist's ``load`` scheduler starts each worker with a chunk of *consecutive* items (a quarter of
 its share), which keeps fixture setups together for unit tests, but with experiments ordered
@@ -16,6 +16,10 @@ every worker waiting with one item each, seeds of the same aggregate on differen
 then all but one of those workers are told to stop (they run their last item and leave), and
 the aggregates go to the one that stays. No worker ever waits on an aggregate, and no
 aggregate waits on a worker.
+
+An experiment with ``xstash.needs`` is held back the same way until its upstreams are done (or
+queued ahead of it on the same worker): the controller reads the needs from the config files
+of the collected ids (run/needs_run.py).
 """
 
 from __future__ import annotations
@@ -86,12 +90,22 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
         self.collection = collection
         self.pending[:] = range(len(collection))
         self.deps = aggregate_dependencies(collection)
+        for index, upstreams in self._needs(collection).items():
+            self.deps.setdefault(index, set()).update(upstreams)
         if not collection:
             return
         nodes = cycle(self.nodes)
         for _ in range(min(len(self.pending), PENDING_PER_WORKER * len(self.nodes))):
             self._send_next(next(nodes))
         self._top_up()
+
+    def _needs(self, collection: list[str]) -> dict[int, set[int]]:
+        """Downstream experiments wait for their upstreams (xstash.needs)."""
+        from xstash_plugin.run.needs_run import needs_dependencies
+        from xstash_plugin.session import STATE_KEY
+
+        state = self.config.stash.get(STATE_KEY, None)
+        return needs_dependencies(state, collection) if state is not None else {}
 
     def _ready(self, index: int, node: Any) -> bool:
         """Whether item ``index`` may go to ``node`` now: any item but an aggregate; an

@@ -64,6 +64,9 @@ class State:
     stale: StaleRuns = field(init=False)  # runs earlier sessions left 'running'
     session_results: SessionResults = field(init=False)  # seed results, for their aggregates
     baseline: Baseline | None = None  # --xstash-baseline, resolved on first use (regression.py)
+    deselected: list[Any] = field(default_factory=list)  # by -k/-m (upstreams may come back)
+    needed: set[str] = field(default_factory=set)  # test ids of this session's upstreams
+    slurm: Any = None  # the Submitter of run/slurm_plan.py: arrays, packs, the queue cap
     _earlier: ReuseIndex | None = None
     _selected: set[str] | None = None
 

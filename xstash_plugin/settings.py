@@ -41,6 +41,7 @@ class Settings:
     output_root: Path
     compose: bool
     reuse: bool
+    no_needs: bool  # --xstash-no-needs: deselected upstreams stay deselected
     launcher: str  # "local" | "slurm"
     detach: bool
     timeout: float | None  # seconds
@@ -63,6 +64,12 @@ class Settings:
     gpus: tuple[str, ...] | None  # ini xstash_gpus: local runs' GPUs (None: detected)
     cpus: int | None  # ini xstash_cpus (None: detected)
     mem: int | None  # ini xstash_mem, bytes (None: detected)
+    slurm_max_jobs: int | None  # ini xstash_slurm_max_jobs (launchers/slurm_batch.py)
+    slurm_array_parallelism: int | None
+    slurm_arrays: bool  # ini xstash_slurm_arrays (false: one sbatch per experiment)
+    slurm_pack_below: float | None  # seconds
+    slurm_pack_jobs: int
+    slurm_pack_cpus: int
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -266,6 +273,36 @@ def _slots(config: pytest.Config) -> dict[str, Setting]:
     return found
 
 
+def _slurm(config: pytest.Config) -> dict[str, Setting]:
+    """Arrays and packing (launchers/slurm_batch.py, run/slurm_plan.py)."""
+    from xstash_plugin.launchers.slurm_batch import DEFAULT_PACK_CPUS, DEFAULT_PACK_JOBS
+
+    below = _duration(config, "xstash_slurm_pack_below", cli=False, positive=True)
+    found: dict[str, Setting] = {"slurm_pack_below": below, "slurm_arrays": Setting(True)}
+    arrays = str(config.getini("xstash_slurm_arrays") or "").strip().lower()
+    if arrays:
+        source = f"ini xstash_slurm_arrays ({config.inipath})"
+        if arrays not in ("true", "false", "1", "0", "yes", "no"):
+            raise pytest.UsageError(f"{source}: {arrays!r} is not true or false")
+        found["slurm_arrays"] = Setting(arrays in ("true", "1", "yes"), source)
+    defaults = {
+        "max_jobs": None,
+        "array_parallelism": None,
+        "pack_jobs": DEFAULT_PACK_JOBS,
+        "pack_cpus": DEFAULT_PACK_CPUS,
+    }
+    for name, default in defaults.items():
+        raw = str(config.getini(f"xstash_slurm_{name}") or "").strip()
+        if not raw:
+            found[f"slurm_{name}"] = Setting(default)
+            continue
+        source = f"ini xstash_slurm_{name} ({config.inipath})"
+        if not raw.isdigit() or int(raw) < 1:
+            raise pytest.UsageError(f"{source}: {raw!r} is not a whole number of at least 1")
+        found[f"slurm_{name}"] = Setting(int(raw), source)
+    return found
+
+
 def build(config: pytest.Config) -> Settings:
     """The session's settings: from the controller when this is an xdist worker."""
     workerinput = getattr(config, "workerinput", None)
@@ -282,9 +319,13 @@ def build(config: pytest.Config) -> Settings:
         dict(
             **_history(config, output_root.value),
             **_slots(config),
+            **_slurm(config),
             output_root=output_root,
             compose=_compose(config),
             reuse=Setting(bool(reuse), reuse_source),
+            no_needs=Setting(True, "--xstash-no-needs")
+            if config.getoption("xstash_no_needs")
+            else Setting(False),
             launcher=Setting(launcher, "--xstash-launcher") if launcher else Setting("local"),
             detach=Setting(True, "--xstash-detach")
             if config.getoption("xstash_detach")

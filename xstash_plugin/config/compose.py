@@ -32,6 +32,7 @@ from xstash_plugin.config.compose_client import (
 )
 from xstash_plugin.config.compose_errors import judge
 from xstash_plugin.config.experiment import Experiment
+from xstash_plugin.config.needs import placeholders
 from xstash_plugin.config.registry import Tool
 from xstash_plugin.errors import ConfigError, EnvError
 from xstash_plugin.run.command import build_argv
@@ -184,9 +185,12 @@ class ComposeService:
         return pending
 
     def _write_config(self, experiment: Experiment) -> Path:
-        folder = self.dir / "configs" / content_key({"config": experiment.payload})
+        payload = experiment.payload
+        if experiment.needs:  # upstream values exist only at run time: stand-ins to compose
+            payload = placeholders(payload, [need.name for need in experiment.needs])
+        folder = self.dir / "configs" / content_key({"config": payload})
         folder.mkdir(parents=True, exist_ok=True)
-        return write_tool_config(folder, experiment.payload)
+        return write_tool_config(folder, payload)
 
     def _send(
         self, experiment: Experiment, item: Pending, config_dir: Path, server: ToolServer

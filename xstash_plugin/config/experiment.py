@@ -16,6 +16,7 @@ from typing import Any
 from xstash_plugin.config.durations import DURATION_HELP, parse_duration
 from xstash_plugin.config.interpolations import check_interpolations
 from xstash_plugin.config.markers import marker_problem
+from xstash_plugin.config.needs import check_references
 from xstash_plugin.config.registry import Registry, Tool
 from xstash_plugin.config.suggest import did_you_mean
 from xstash_plugin.config.text import printable_error, quote
@@ -314,6 +315,7 @@ def _load_experiment(path: Path, registry: Registry) -> Experiment:
         payload["experiment"] = name
     extends = tool is not None and tool.primary is not None
     errors.extend(check_interpolations(doc, payload, extends))
+    check_references(doc, payload, xstash.needs, errors)
     implied = False
     if tool is not None:
         payload, implied = with_primary(payload, tool)

@@ -130,7 +130,9 @@ class _Strings:
                     )
                 )
                 return ""
-            if resolve:  # Hydra's own settings (the `hydra:` block) resolve inside the tool
+            # Hydra's own settings (the `hydra:` block) resolve inside the tool; xstash.needs
+            # values are resolved by xstash itself before the run (config/needs.py).
+            if resolve and "${xstash.needs." not in value:
                 self.strings.append((path, value))
         return value
 

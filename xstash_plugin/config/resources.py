@@ -17,12 +17,13 @@ RESOURCE_KEYS = {
     "partition": "SLURM partition",
     "time": "time limit, a duration ('2h', '30m')",
     "cpus": "CPUs per task",
-    "gpus": "GPUs per node",
+    "gpus": "GPUs per node; locally also a share of one GPU (0.5: two such runs share it)",
     "mem": "memory per node, e.g. 4G, 500M, 16GB",
     "nodes": "number of nodes",
     "account": "account to charge",
     "qos": "quality of service",
     "constraint": "node features, e.g. 'a100|v100'",
+    "pack": "true: run inside a shared SLURM allocation with other short experiments",
     "extra": "any other sbatch options, as a mapping: {exclusive: true, 'mail-type': END}",
 }
 _MEM = re.compile(r"([0-9]+)\s*([KMGT])?B?", re.I)
@@ -87,13 +88,24 @@ def check_resources(value: Any) -> dict[str, Any]:
                 out[key] = mem_megabytes(raw)
             except ValueError as exc:
                 raise ResourceError(str(exc), key) from None
-        elif key in ("cpus", "gpus", "nodes"):
-            if (
-                isinstance(raw, bool)
-                or not isinstance(raw, int)
-                or raw < (0 if key == "gpus" else 1)
-            ):
+        elif key == "gpus":
+            whole = isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
+            share = isinstance(raw, float) and 0 < raw < 1
+            if not (whole or share):
+                raise ResourceError(
+                    f"gpus must be a whole number (0, 1, 2, ...) or a share of one GPU between "
+                    f"0 and 1 (0.5, 0.25), not {raw!r}: runs share a GPU only when each asks "
+                    "for less than one",
+                    key,
+                )
+            out[key] = raw
+        elif key in ("cpus", "nodes"):
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
                 raise ResourceError(f"{key} must be a whole number, not {raw!r}", key)
+            out[key] = raw
+        elif key == "pack":
+            if not isinstance(raw, bool):
+                raise ResourceError(f"pack must be true or false, not {raw!r}", key)
             out[key] = raw
         elif key == "extra":
             if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):

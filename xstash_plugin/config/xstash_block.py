@@ -13,6 +13,7 @@ from typing import Any
 
 from xstash_plugin.config.durations import DURATION_HELP, parse_duration
 from xstash_plugin.config.expectations import Expectation, parse_expectations
+from xstash_plugin.config.needs import Need, check_needs
 from xstash_plugin.config.overrides import override_value
 from xstash_plugin.config.resources import ResourceError, check_launcher, check_resources
 from xstash_plugin.config.seeds import (
@@ -42,6 +43,7 @@ XSTASH_KEYS: dict[str, str] = {
     "ci": "how the seeds' confidence interval is computed: t (default) or bootstrap",
     "direction": "which way each metric is better, e.g. {accuracy: max, loss: min}",
     "min_effect": "the smallest change a baseline comparison counts, e.g. {accuracy: 0.005}",
+    "needs": "upstream experiments whose output this one uses: {name: configs/path.yaml}",
 }
 NEW_KEY = re.compile(r"[A-Za-z0-9_][\w-]*(\.[A-Za-z0-9_][\w-]*)*")
 
@@ -64,6 +66,7 @@ class XstashSettings:
     seeding: Seeding | None = None
     direction: tuple[tuple[str, str], ...] = ()  # xstash.direction: metric -> max | min
     min_effect: tuple[tuple[str, float], ...] = ()  # xstash.min_effect (baseline comparison)
+    needs: tuple[Need, ...] = ()  # xstash.needs: upstream experiments (config/needs.py)
 
     def fields(self) -> dict[str, Any]:
         """These settings by name (an Experiment is made with them)."""
@@ -93,6 +96,7 @@ def check_xstash(
         seeding=seeding,
         direction=check_direction(doc, block, errors),
         min_effect=check_min_effect(doc, block, errors),
+        needs=check_needs(doc, block, repo_root, errors),
     )
 
 
@@ -166,6 +170,8 @@ def _check_xstash_block(
             continue  # checked by _check_inputs, _check_launch and _check_new_keys
         if key in ("seeds", "seed_key", "ci", "direction", "min_effect"):
             continue  # checked by config/seeds.py
+        if key == "needs":
+            continue  # checked by config/needs.py
         if key == "timeout":
             try:
                 timeout = parse_duration(block[key])

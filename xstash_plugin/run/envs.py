@@ -5,6 +5,11 @@
 worker may ask for the same tool at once: a file lock per tool serialises them, and a stamp file
 naming the pytest session tells the later ones that the work is already done (or already failed,
 with uv's message), so a tool is synced once per session whatever the number of workers.
+
+What an environment holds (``uv pip freeze``, and the Python) is kept once per distinct
+environment as ``<output root>/.xstash/environments/<hash>.txt``, a requirements file each run
+record names by its hash: taken when xstash builds the environment (the workers of the session
+read it from the stamp), once per process for interpreters it does not build.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from pathlib import Path
 
 from xstash_plugin.config.registry import Tool
 from xstash_plugin.errors import EnvError
-from xstash_plugin.fsutil import write_own_file
-from xstash_plugin.run.provenance import dependency_hash
+from xstash_plugin.fsutil import atomic_write, write_own_file
+from xstash_plugin.run.provenance import dependency_hash, python_version_of
 
 SYNC_LOG = "sync.log"
+ENVIRONMENTS = "environments"
 
 # Bytecode for every module of the environment, written when it is built or its dependencies
 # change: a run then imports Hydra from .pyc files even where Python may not write them itself
@@ -124,13 +130,67 @@ def sync_commands(tool: Tool, uv: str, compile_bytecode: bool) -> list[list[str]
     )
 
 
+def freeze(python: str) -> str | None:
+    """What ``python``'s environment holds, as a requirements file: its Python version (a
+    comment) and ``uv pip freeze``; None when uv cannot tell."""
+    try:
+        command = [find_uv(), "pip", "freeze", "--python", python]
+        proc = subprocess.run(
+            command,
+            env=uv_environ(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (EnvError, OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    version = python_version_of(python) or (
+        ".".join(map(str, sys.version_info[:3])) if python == sys.executable else "unknown"
+    )
+    return f"# python {version}\n{proc.stdout}"
+
+
+def keep_environment(folder: Path, text: str) -> str:
+    """Keep ``text`` (see :func:`freeze`) as ``folder/<hash>.txt`` unless it is there already
+    (atomically: workers and sessions may keep the same one at once); its hash."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = folder / f"{digest}.txt"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+    return digest
+
+
 class EnvManager:
     """Hands out each tool's python, preparing ``env: uv`` environments on first use."""
 
     def __init__(self, state_dir: Path, session_id: str) -> None:
         self.state_dir = state_dir / "envs"
+        self.environments = state_dir / ENVIRONMENTS
         self.session_id = session_id
         self._done: dict[str, str | EnvError] = {}
+        self._frozen: dict[str, str | None] = {}  # python -> its environment's hash
+
+    def environment(self, python: str) -> tuple[str, Path] | None:
+        """The hash and file of ``python``'s environment (see :func:`freeze`): taken when
+        :meth:`python_for` built it, else now, once per process; None if it cannot be had."""
+        if python not in self._frozen:
+            self._frozen[python] = self._keep(python)
+        digest = self._frozen[python]
+        return None if digest is None else (digest, self.environments / f"{digest}.txt")
+
+    def _keep(self, python: str) -> str | None:
+        text = freeze(python)
+        if text is None:
+            return None
+        try:
+            return keep_environment(self.environments, text)
+        except OSError:
+            return None
 
     def python_for(self, tool: Tool) -> str:
         """The interpreter to run ``tool`` with; raises :class:`EnvError` if it cannot be had."""
@@ -168,6 +228,7 @@ class EnvManager:
                 previous = {}
             if previous.get("session") == self.session_id:
                 if previous.get("ok"):
+                    self._frozen[python] = previous.get("environment")
                     return python
                 raise EnvError(str(previous.get("message", "environment preparation failed")))
             started = time.perf_counter()
@@ -184,6 +245,8 @@ class EnvManager:
             seconds = time.perf_counter() - started
             if ok and compile_bytecode:
                 compiled = dependency_hash(tool.path)  # uv sync may have written uv.lock
+            if ok:  # what it holds now, once per build (the session's other workers: the stamp)
+                self._frozen[python] = self._keep(python)
             write_own_file(
                 stamp,
                 json.dumps(
@@ -192,6 +255,7 @@ class EnvManager:
                         "ok": ok,
                         "message": message,
                         "compiled": compiled if ok else None,
+                        "environment": self._frozen.get(python) if ok else None,
                     }
                 ),
             )

@@ -20,7 +20,7 @@ from xstash_plugin.config.text import elide, printable_error
 from xstash_plugin.errors import ConfigErrors, EnvError, RunFailed, XstashError, XstashWarning
 from xstash_plugin.launchers.slots import local_misfit
 from xstash_plugin.report.rows import fmt
-from xstash_plugin.run import regression, slurm_run
+from xstash_plugin.run import needs_run, regression, slurm_run
 from xstash_plugin.run.aggregate import SeedResult, aggregate, samples
 from xstash_plugin.run.aggregate import properties as aggregate_properties
 from xstash_plugin.run.record import RunRecord, row_of
@@ -55,8 +55,10 @@ class ExperimentFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         where = experiment.launcher or experiment.tool.launcher or state.settings.launcher
         misfit = local_misfit(experiment, state.settings, where)
-        if misfit is not None:
-            raise self.CollectError(str(ConfigErrors([misfit])))
+        problems = [misfit] if misfit is not None else []
+        problems += needs_run.collection_errors(state, experiment)
+        if problems:
+            raise self.CollectError(str(ConfigErrors(problems)))
         seeding = experiment.seeding
         if seeding is not None:
             group_labels, labels = seeding.labels()
@@ -217,14 +219,10 @@ class ExperimentItem(PlainFailures):
         state = get_state(self.config)
         return self.experiment.launcher or self.experiment.tool.launcher or state.settings.launcher
 
-    def presubmit(self) -> None:
-        """Submit this experiment's SLURM job now (the session submits all before any runs)."""
+    def begin_submission(self) -> Run:
+        """This experiment's run, before the session submits it (see run/slurm_plan.py)."""
         self.run = Run(self)
-        slurm_run.presubmit(self.run)
-
-    def cancel_pending(self) -> None:
-        if self.run is not None:
-            slurm_run.cancel_pending(self.run)
+        return self.run
 
     def runtest(self) -> None:
         run = self.run = self.run or Run(self)
@@ -240,6 +238,7 @@ class ExperimentItem(PlainFailures):
         slurm = self.launcher() == "slurm"
         if not slurm:
             run.settle_stale()
+        needs_run.attach_needs(run)  # upstreams' results, or the failed-dependency report
         if run.slurm_job is None and state.reuse is not None and run.reuse():
             return
         if run.record is None and slurm:

@@ -86,11 +86,43 @@ class RunRecord:
     # How: command, provenance, limits
     argv: list[str] | None = None
     run_key: str | None = field(default=None, metadata=_doc("what --xstash-reuse matches"))
+    key_ingredients: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            "each ingredient of the run key and its hash: tool, code, dependencies, config, "
+            "overrides, inputs, upstream"
+        ),
+    )
+    key_details: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            "what explains a changed ingredient: the dependency files' and inputs' digests, "
+            "the config's values flattened (the tool's files: .xstash/trees/<code hash>.json)"
+        ),
+    )
+    rerun_reason: str | None = field(
+        default=None,
+        metadata=_doc(
+            "--xstash-reuse: why it ran again, against the newest passed run of the same "
+            "experiment and point"
+        ),
+    )
     git: dict[str, Any] | None = field(default=None, metadata=_doc("commit and dirty flag"))
     dependency_hash: str | None = None
     tool_python: str | None = None
     tool_python_version: str | None = None
     uv: str | None = None
+    environment_hash: str | None = field(
+        default=None, metadata=_doc("hash of the tool environment's resolved packages")
+    )
+    environment_path: str | None = field(
+        default=None,
+        metadata=_doc("those packages, once per environment: <output root>/.xstash/environments"),
+    )
+    tool_diff: str | None = field(
+        default=None,
+        metadata=_doc("the file in the run directory with the tool folder's uncommitted diff"),
+    )
     timeout: float | None = None
     timeout_source: str | None = None
     # How it ended
@@ -112,6 +144,9 @@ class RunRecord:
     job_id: str | None = None
     slurm_folder: str | None = None
     slurm_state: str | None = None
+    packed: bool | None = field(
+        default=None, metadata=_doc("ran inside a shared allocation (job_id is the allocation)")
+    )
     resources: dict[str, Any] | None = None
     slots: dict[str, Any] | None = field(
         default=None, metadata=_doc("local GPUs, CPUs and memory the run held")
@@ -236,6 +271,7 @@ def row_of(record: RunRecord, run_dir: Path | None, **item: Any) -> dict[str, An
         **({} if record.baseline is None else {"baseline": list(record.baseline)}),
         "run_dir": str(run_dir) if run_dir is not None else None,
         "order": 10**9,
+        **({} if record.rerun_reason is None else {"rerun_reason": record.rerun_reason}),
     }
     row.update(item)
     return row
@@ -253,6 +289,8 @@ def run_properties(
         found.append(("run_dir", str(run_dir)))
     if record.job_id is not None and reused_from is None:
         found.append(("job_id", record.job_id))
+    if record.rerun_reason is not None and reused_from is None:
+        found.append(("rerun_reason", record.rerun_reason))
     if record.exit_code is not None:
         found.append(("exit_code", str(record.exit_code)))
         found.append(("duration", f"{float(record.duration or 0):.3f}"))

@@ -12,28 +12,40 @@ from pathlib import Path
 
 from xstash_plugin.run.record import RECORD_NAME, RunRecord, Status
 
+_Newest = dict[str, tuple[float, Path]]  # name -> (when the newest ended, its run directory)
+
 
 class ReuseIndex:
-    """Passed runs by run key, per config folder, read once per pytest process."""
+    """Passed runs by run key, per config folder, read once per pytest process; and the newest
+    passed run of each node id there (what a rerun is explained against, see rerun.py)."""
 
     def __init__(self, output_root: Path) -> None:
         self.output_root = output_root
-        self._folders: dict[Path, dict[str, tuple[float, Path]]] = {}
+        self._folders: dict[Path, tuple[_Newest, _Newest]] = {}  # (by run key, by node id)
         self.problems: list[str] = []  # unreadable records, reported once each
 
     def find(self, config_relpath: Path, run_key: str) -> Path | None:
+        found = self._folder(config_relpath)[0].get(run_key)
+        return found[1] if found else None
+
+    def latest(self, config_relpath: Path, nodeid: str) -> Path | None:
+        """The newest passed run of the experiment (or sweep point) ``nodeid``, if any."""
+        found = self._folder(config_relpath)[1].get(nodeid)
+        return found[1] if found else None
+
+    def _folder(self, config_relpath: Path) -> tuple[_Newest, _Newest]:
         folder = self.output_root / config_relpath.with_suffix("")
         if folder not in self._folders:
             self._folders[folder] = self._scan(folder)
-        found = self._folders[folder].get(run_key)
-        return found[1] if found else None
+        return self._folders[folder]
 
-    def _scan(self, folder: Path) -> dict[str, tuple[float, Path]]:
-        index: dict[str, tuple[float, Path]] = {}
+    def _scan(self, folder: Path) -> tuple[_Newest, _Newest]:
+        index: _Newest = {}
+        nodes: _Newest = {}
         try:
             run_dirs = sorted(p for p in folder.iterdir() if (p / RECORD_NAME).is_file())
         except OSError:
-            return index
+            return index, nodes
         for run_dir in run_dirs:
             try:
                 record = RunRecord.load(run_dir)
@@ -47,9 +59,10 @@ class ReuseIndex:
             if record.status is not Status.PASSED or not isinstance(key, str):
                 continue
             stamp = float(ended) if isinstance(ended, (int, float)) else 0.0
-            if key not in index or stamp > index[key][0]:
-                index[key] = (stamp, run_dir)
-        return index
+            for found, name in ((index, key), (nodes, record.nodeid)):
+                if name not in found or stamp > found[name][0]:
+                    found[name] = (stamp, run_dir)
+        return index, nodes
 
 
 class SubmittedIndex:

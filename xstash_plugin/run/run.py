@@ -22,13 +22,13 @@ from xstash_plugin.errors import EnvError, RunFailed, XstashWarning
 from xstash_plugin.fsutil import tail_lines
 from xstash_plugin.launchers.base import Launcher, RunRequest, RunResult
 from xstash_plugin.launchers.local import COOKIE_VAR, LocalLauncher
+from xstash_plugin.launchers.pack import Submitted
 from xstash_plugin.launchers.preload import PreloadLost, PreloadUnavailable, server_key
 from xstash_plugin.launchers.slots import plan_for
-from xstash_plugin.launchers.slurm import SlurmJob
 from xstash_plugin.report import progress
 from xstash_plugin.run import messages
 from xstash_plugin.run.command import build_argv
-from xstash_plugin.run.envs import tool_environ, uv_version
+from xstash_plugin.run.envs import tool_environ
 from xstash_plugin.run.judge import (
     DEFAULT_METRICS,
     MetricsError,
@@ -37,10 +37,12 @@ from xstash_plugin.run.judge import (
     judge,
     read_metrics,
 )
-from xstash_plugin.run.provenance import dependency_hash, git_state, python_version_of
+from xstash_plugin.run.needs_run import payload_with
+from xstash_plugin.run.provenance import KeyParts
 from xstash_plugin.run.record import RunRecord, Status, row_of, run_properties
 from xstash_plugin.run.rundir import content_key, new_run_dir, write_tool_config
 from xstash_plugin.run.stale import process_identity
+from xstash_plugin.run.what_ran import provenance
 from xstash_plugin.session import get_state
 
 
@@ -81,9 +83,10 @@ class Run:
         self.record_error: str | None = None  # the record could not be written
         self.reused_from: Path | None = None
         self.status_override: str | None = None  # a row status no record has (reused)
-        self.slurm_job: SlurmJob | None = None
+        self.slurm_job: Submitted | None = None
         self.slurm_finished = False
         self.presubmit_error: RunFailed | None = None
+        self.needs: dict[str, dict[str, Any]] | None = None  # upstreams' results (needs_run.py)
 
     # --- what the item reports, derived from the record ---------------------------------
 
@@ -129,29 +132,25 @@ class Run:
 
     def run_key(self) -> str:
         """The content hash that decides whether a passed run can stand in for this one."""
-        experiment = self.experiment
-        repo = experiment.tool.meta_path.parent.parent
-        return self.state.keys.run_key(
+        return self.key_parts().key
+
+    def key_parts(self) -> KeyParts:
+        """The run key and its ingredients (provenance.py)."""
+        experiment, repo = self.experiment, self.experiment.tool.meta_path.parent.parent
+        return self.state.keys.parts(
             experiment.tool.name,
             experiment.tool.path,
-            experiment.payload,
+            experiment.payload,  # as written: an upstream's change counts as 'upstream'
             list(self.item.overrides),
             {name: repo / name for name in experiment.inputs},
+            upstream={name: str(v["run_key"]) for name, v in (self.needs or {}).items()},
         )
 
     def _provenance(self, python: str | None) -> dict[str, Any]:
-        tool = self.experiment.tool
-        key = str(tool.path)
-        if key not in self.state.provenance:
-            self.state.provenance[key] = {
-                "git": git_state(tool.path),
-                "dependency_hash": dependency_hash(tool.path),
-            }
-        info = dict(self.state.provenance[key])
-        info["tool_python"] = python
-        info["tool_python_version"] = python_version_of(python) if python else None
-        info["uv"] = uv_version() if tool.env == "uv" else None
-        return info
+        """What ran (what_ran.py): environment, git state and diff, the run key's ingredients,
+        and with --xstash-reuse why it runs again."""
+        assert self.run_dir is not None
+        return provenance(self.state, self.item, python, self.run_dir, self.key_parts())
 
     def timeout(self) -> tuple[float | None, str]:
         """The run's time limit and where it comes from: the config's own, else the session's."""
@@ -204,7 +203,7 @@ class Run:
         ok = metrics_problem is None and all(v.ok for v in verdicts)
         # The reused run's record, re-judged (in memory: the file is the old run's).
         old.update(metrics=metrics or {}, expectations=[v.as_dict() for v in verdicts])
-        old.nodeid = self.item.nodeid
+        old.nodeid, old.rerun_reason = self.item.nodeid, None  # it ran then, not now
         self.record, self.run_dir, self.reused_from = old, previous, previous
         self.status_override = "reused" if ok else "failed"
         if metrics_problem is not None:
@@ -224,10 +223,11 @@ class Run:
         """Run directory, record, environment and command: all but starting the tool."""
         state, item, experiment = self.state, self.item, self.experiment
         tool = experiment.tool
-        key = content_key({"config": experiment.payload, "overrides": item.overrides})
+        payload = payload_with(experiment, self.needs or {}, self.who)  # needs resolved
+        key = content_key({"config": payload, "overrides": item.overrides})
         try:
             run_dir = new_run_dir(state.output_root, item.config_relpath, key)
-            config_dir = write_tool_config(run_dir, experiment.payload)
+            config_dir = write_tool_config(run_dir, payload)
         except OSError as exc:
             self.status_override = "error"
             raise RunFailed(

@@ -3,11 +3,14 @@ waited for), attach to a detached session's job, wait, cancel."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from xstash_plugin.errors import EnvError, RunFailed
+from xstash_plugin.launchers.base import RunRequest, RunResult
+from xstash_plugin.launchers.pack import PackedRun, attach_pack
 from xstash_plugin.launchers.slurm import SlurmLauncher
 from xstash_plugin.launchers.slurm import attach as attach_slurm
 from xstash_plugin.run import messages
@@ -55,8 +58,21 @@ def attach(run: Run) -> bool:
         return False
     run_dir, record = found
     try:
-        run.slurm_job = attach_slurm(record, run_dir, tool_environ(run.experiment.tool))
-    except (KeyError, ValueError, OSError):
+        env = tool_environ(run.experiment.tool)
+        if record.packed:
+            request = RunRequest(
+                argv=tuple(record.argv or ()),
+                cwd=Path(record.cwd or "."),
+                env=env,
+                run_dir=run_dir,
+                timeout=record.timeout,
+            )
+            assert record.job_id is not None and record.slurm_folder is not None
+            started = float(record.started or 0) or None
+            run.slurm_job = attach_pack(record.job_id, record.slurm_folder, started, request)
+        else:
+            run.slurm_job = attach_slurm(record, run_dir, env)
+    except (KeyError, ValueError, OSError, AssertionError):
         return False
     run.request = run.slurm_job.request
     record.update(attached_by=state.session_id, status=Status.RUNNING)
@@ -65,23 +81,14 @@ def attach(run: Run) -> bool:
     return True
 
 
-def presubmit(run: Run) -> None:
-    """Submit now (the session submits all before running any); a problem is kept and
-    reported when the item runs."""
-    try:
-        if not attach(run):
-            run.prepare()
-            submit(run)
-    except RunFailed as exc:
-        run.presubmit_error = exc
-
-
-def cancel_pending(run: Run) -> None:
-    """The session ends (-x, Ctrl-C) before this submitted job was waited for: cancel it."""
+def cancel_pending(run: Run, batched: bool = False) -> None:
+    """The session ends (-x, Ctrl-C) before this submitted job was waited for: cancel it
+    (``batched``: the caller cancels all such jobs with one scancel, see pending_job)."""
     if run.slurm_job is None or run.slurm_finished or run.record is None:
         return
     run.slurm_finished = True
-    run.slurm_job.cancel()
+    if not batched:
+        run.slurm_job.cancel()
     if run.record.status is Status.RUNNING:
         run.end(
             Status.INTERRUPTED,
@@ -112,6 +119,12 @@ def run_slurm(run: Run) -> None:
         run.end(Status.INTERRUPTED, slurm_state="CANCELLED")
         job.cancel()
         raise
+    finally:
+        if run.state.slurm is not None:
+            run.state.slurm.collected()
+    if isinstance(job, PackedRun):
+        packed_result(run, job, result)
+        return
     record.update(slurm_state=result.slurm_state)
     if result.slurm_state == "COMPLETED" and result.returncode is not None:
         run.finish(result)
@@ -128,4 +141,37 @@ def run_slurm(run: Run) -> None:
             result.returncode,
             result.log,
         )
+    )
+
+
+def pending_job(run: Run) -> str | None:
+    """The job id to cancel for a run the session no longer waits for (an allocation for a
+    packed run), or None."""
+    if run.slurm_job is None or run.slurm_finished or run.record is None:
+        return None
+    return str(run.slurm_job.job_id)
+
+
+def packed_result(run: Run, job: PackedRun, result: RunResult) -> None:
+    """How a packed experiment ended: as a local run would, or lost with its allocation."""
+    request, record = run.request, run.record
+    assert request is not None and record is not None
+    if result.slurm_state == "COMPLETED" and job.error is None:
+        record.update(slurm_state=None)
+        run.finish(result)
+        return
+    if job.error is not None:
+        reason = f"it could not start inside the allocation (SLURM job {job.job_id}): {job.error}"
+    else:
+        reason = (
+            f"its shared allocation (SLURM job {job.job_id}) ended {result.slurm_state} "
+            "before it finished"
+        )
+    run.end(Status.ERROR, error=reason, slurm_state=result.slurm_state)
+    log = f"; the allocation's log: {result.log}" if result.log else ""
+    raise RunFailed(
+        f"{run.who}: {reason}.\nwhat it wrote so far: {request.run_dir} (stdout.log, "
+        f"stderr.log){log}\nfix: run it again, or resume the suite with --xstash-reuse "
+        "(passed experiments are not run again); if the allocation ran out of time, give the "
+        "experiments an estimated_runtime (the allocation's time limit is sized from them)"
     )
