@@ -1,6 +1,7 @@
 """Local resource slots (launchers/slots.py): the inventory, the shared allocation table (no GPU
-held twice, waiting, dead holders reclaimed), and real sessions under ``-n 4`` / ``-n 2`` on a
-faked 4-GPU machine (``xstash_gpus = 0,1,2,3``)."""
+held twice, waiting, dead holders reclaimed, shares of one GPU), and real sessions under
+``-n 4`` / ``-n 2`` on a faked 4-GPU machine (``xstash_gpus = 0,1,2,3``), shares of a faked
+one-GPU machine, and ``-n auto``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from helpers import Project
 
+from xstash_plugin.config.resources import ResourceError, check_resources
 from xstash_plugin.launchers.slots import (
     Grant,
     Inventory,
@@ -111,6 +113,67 @@ def test_acquire_release_and_blocking(tmp_path: Path) -> None:
     assert table.holders() == []
     with pytest.raises(NeverFits, match="gpus: 5"):  # never waits for what cannot be
         table.acquire(Want(gpus=5))
+
+
+def test_gpus_below_one_are_a_share_of_one_gpu() -> None:
+    assert check_resources({"gpus": 0.5}) == {"gpus": 0.5}
+    assert check_resources({"gpus": 0.25, "cpus": 2}) == {"gpus": 0.25, "cpus": 2}
+    assert check_resources({"gpus": 2}) == {"gpus": 2}
+    for bad in (1.5, 2.0, 0.0, -0.5, True, "0.5"):
+        with pytest.raises(ResourceError, match="share of one GPU between 0 and 1") as caught:
+            check_resources({"gpus": bad})
+        assert caught.value.key == "gpus"
+    assert Want.of({"gpus": 0.5}) == Want(gpus=0.5)
+    grant = Grant("t", ("1",), 0, 0, 0.5)
+    assert grant.as_dict() == {"gpus": ["1"], "cpus": 0, "mem": 0, "gpu_share": 0.5}
+    assert grant.environ({})["CUDA_VISIBLE_DEVICES"] == "1"
+    assert check_fits({"gpus": 0.5}, Inventory((), 8, 1024**3)) is not None  # no GPU to share
+    assert check_fits({"gpus": 0.5}, Inventory(("0",), 8, 1024**3)) is None
+
+
+def test_shares_fill_one_gpu_before_the_next_and_whole_gpus_stay_whole(tmp_path: Path) -> None:
+    table = SlotTable(tmp_path / "slots", Inventory(("0", "1"), 8, 1024**3), poll=0.02)
+    halves = [table.acquire(Want(gpus=0.5)) for _ in range(2)]
+    assert [h.gpus for h in halves] == [("0",), ("0",)]  # GPU 1 stays whole
+    whole = table.acquire(Want(gpus=1))
+    assert whole.gpus == ("1",)
+    quarter: list[Grant] = []
+    waiter = threading.Thread(target=lambda: quarter.append(table.acquire(Want(gpus=0.25))))
+    waiter.start()
+    time.sleep(0.3)
+    assert not quarter  # GPU 0 is full, GPU 1 is not shared with a whole-GPU run
+    table.release(halves[0])
+    waiter.join(timeout=5)
+    assert quarter and quarter[0].gpus == ("0",) and quarter[0].share == 0.25
+    shares = sorted(h.get("share") or 1.0 for h in table.holders() if h["gpus"] == ["0"])
+    assert shares == [0.25, 0.5]
+    table.release(whole)
+    assert table.acquire(Want(gpus=0.25)).gpus == ("0",)  # the fullest GPU that has room
+    assert table.acquire(Want(gpus=0.5)).gpus == ("1",)
+
+
+def test_a_whole_gpu_run_waits_for_a_shared_gpu_to_empty(tmp_path: Path) -> None:
+    table = SlotTable(tmp_path / "slots", Inventory(("0",), 8, 1024**3), poll=0.02, overtakes=0)
+    half = table.acquire(Want(gpus=0.5))
+    got: list[Grant] = []
+    whole = threading.Thread(target=lambda: got.append(table.acquire(Want(gpus=1))))
+    whole.start()
+    time.sleep(0.3)
+    assert not got
+    # The whole-GPU run reserves GPU 0 (overtakes=0): a later share must not slip in.
+    late: list[Grant] = []
+    share = threading.Thread(target=lambda: late.append(table.acquire(Want(gpus=0.5))))
+    share.start()
+    time.sleep(0.3)
+    assert not late and not got
+    table.release(half)
+    whole.join(timeout=5)
+    assert got and got[0].gpus == ("0",) and got[0].share is None
+    time.sleep(0.3)
+    assert not late
+    table.release(got[0])
+    share.join(timeout=5)
+    assert late and late[0].gpus == ("0",)
 
 
 @pytest.mark.parametrize("overtakes", [0, 1])
@@ -241,7 +304,7 @@ def slot_project(project: Project, python: str) -> Project:
     return project
 
 
-def slot_config(name: str, gpus: int, sleep: float, kill: bool = False) -> str:
+def slot_config(name: str, gpus: float, sleep: float, kill: bool = False) -> str:
     return (
         f"tool: slotted\nexperiment: {name}\ndefaults:\n  - train\n  - _self_\n"
         f"sleep: {sleep}\nwant: {gpus}\nkill_worker: {int(kill)}\n"
@@ -349,3 +412,82 @@ def test_a_run_asking_for_more_than_the_machine_has_is_a_collection_error(
             "it has GPUs 0,1,2,3 (4), 8 CPUs*"
         ]
     )
+
+
+def test_runs_with_half_a_gpu_share_it_two_at_a_time(project: Project, hydra_python: str) -> None:
+    """One faked GPU, four runs asking half of it and one asking all of it, under -n 4: the
+    halves really run two at a time on GPU 0, never three, and the whole-GPU run alone."""
+    slot_project(project, hydra_python)
+    project.write("pytest.ini", "[pytest]\nxstash_gpus = 0\nxstash_cpus = 8\n")
+    for i in range(4):
+        project.config(f"half{i}.yaml", slot_config(f"half{i}", 0.5, 4.0))
+    project.config("whole.yaml", slot_config("whole", 1, 1.0))
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "-n", "4", timeout=240
+    )
+    result.assert_outcomes(passed=5)
+    runs = slot_runs(project)
+    assert sorted(run["want"] for run in runs) == [0.5, 0.5, 0.5, 0.5, 1]
+    assert all(run["cuda"] == "0" and run["omp"] == "2" for run in runs)
+    together = [[r for r in runs if r["start"] <= run["start"] < r["end"]] for run in runs]
+    assert max(len(held) for held in together) == 2  # shared by two, never by three
+    (whole,) = (run for run in runs if run["want"] == 1)
+    for half in (run for run in runs if run["want"] == 0.5):
+        assert half["end"] <= whole["start"] or half["start"] >= whole["end"], (half, whole)
+    records = [json.loads(p.read_text()) for p in (project.root / "outputs").rglob("xstash.json")]
+    slots = {record["experiment"]: record["slots"] for record in records}
+    assert slots["half0"] == {"gpus": ["0"], "cpus": 2, "mem": 0, "gpu_share": 0.5}
+    assert slots["whole"] == {"gpus": ["0"], "cpus": 2, "mem": 0}
+
+
+def test_a_share_of_a_gpu_is_refused_where_it_cannot_be_had(
+    project: Project, hydra_python: str
+) -> None:
+    """gpus: 1.5 is no share of one GPU; gpus: 0.5 on SLURM, which allocates whole GPUs, is
+    refused too: both at collection, at the config's resources line."""
+    slot_project(project, hydra_python)
+    project.config("odd.yaml", slot_config("odd", 1.5, 0.1))
+    slurm = slot_config("on_slurm", 0.5, 0.1).replace("launcher: local", "launcher: slurm")
+    project.config("on_slurm.yaml", slurm)
+    project.config("ok.yaml", slot_config("ok", 0.5, 0.1))
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "--continue-on-collection-errors", timeout=120
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    line = next(
+        i for i, text in enumerate(slurm.splitlines(), 1) if text.strip().startswith("resources:")
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            f"*configs/odd.yaml:{line}: xstash.resources: gpus must be a whole number*"
+            "or a share of one GPU between 0 and 1*not 1.5*",
+            f"*configs/on_slurm.yaml:{line}: gpus: 0.5 is a share of one GPU, which only the "
+            "local launcher gives; slurm allocates whole GPUs*",
+        ]
+    )
+
+
+def _workers(output: list[str]) -> int:
+    line = next(line for line in output if line.startswith("created: "))
+    return int(line.split()[1].split("/")[0])
+
+
+def test_n_auto_starts_one_worker_per_gpu(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-n auto`` with GPUs (named in the ini): one worker per GPU, whatever the CPUs; without
+    GPUs xdist's own count, the same as with xstash disabled."""
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    pytester.makeini("[pytest]\n")
+    plain = pytester.runpytest_subprocess("-n", "auto", "-p", "no:cacheprovider", "-p", "no:xstash")
+    default = _workers(plain.outlines)
+    gpus = 3 if default != 3 else 4  # a count xdist would not pick by itself
+    pytester.makeini(f"[pytest]\nxstash_gpus = {','.join(map(str, range(gpus)))}\n")
+    with_gpus = pytester.runpytest_subprocess("-n", "auto", "-p", "no:cacheprovider")
+    with_gpus.assert_outcomes(passed=1)
+    assert _workers(with_gpus.outlines) == gpus
+    pytester.makeini("[pytest]\nxstash_gpus = none\n")
+    without = pytester.runpytest_subprocess("-n", "auto", "-p", "no:cacheprovider")
+    without.assert_outcomes(passed=1)
+    assert _workers(without.outlines) == default

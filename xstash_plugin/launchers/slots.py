@@ -1,178 +1,90 @@
 """Local resource slots: runs of the local launcher get GPUs, CPUs and memory of their own.
 
-**Inventory** (:func:`detect`): GPUs from ``nvidia-smi`` (none without it), bounded by
-``CUDA_VISIBLE_DEVICES`` when set; CPUs from ``os.sched_getaffinity``; memory from
-``/proc/meminfo`` (MemTotal: the same in every xdist worker). The ini values ``xstash_gpus``
-(``0,1,2,3`` or ``none``), ``xstash_cpus`` and ``xstash_mem`` (``16G``) replace what is
-detected.
+**Inventory**: launchers/inventory.py (nvidia-smi, the CPU affinity, /proc/meminfo, or the ini
+values ``xstash_gpus``, ``xstash_cpus``, ``xstash_mem``).
 
 **Policy.** Only runs whose resources (the config's ``xstash.resources`` over the tool's) name
 ``gpus``, ``cpus`` or ``mem`` take part; the others are not limited and their environment is
 left as it is (a GPU run written before slots keeps seeing every GPU). A run takes exactly
 what it declares: no ``cpus``, no CPUs counted (and no thread variables set); ``gpus: 0`` is
-an explicit "no GPU" (``CUDA_VISIBLE_DEVICES=""``). GPUs are whole: a fractional ``gpus`` is
-refused at collection (config/resources.py).
+an explicit "no GPU" (``CUDA_VISIBLE_DEVICES=""``). A ``gpus`` below one (``0.5``) is a
+share of one GPU: runs with shares may use the same GPU while their shares add up to at most
+1, and take the GPU already shared the most that still has room (whole GPUs stay whole for
+the runs that need them); a run of whole GPUs never shares one. SLURM allocates whole GPUs
+only: a share is refused at collection for an experiment that runs there.
 
 **Table.** ``<output root>/.xstash/slots/table.json``, guarded by ``table.lock`` (filelock),
 shared by every xdist worker and every session on the output root::
 
     {"held":  [{"ticket", "gpus": ["0", "2"], "cpus": 4, "mem": bytes, "pid", "identity",
-                "run_dir", "since"}],
+                "run_dir", "since"}],  (and "share": 0.5 for a share of its one GPU)
      "queue": [{"ticket", "gpus": 2, "cpus": 4, "mem": bytes, "pid", "identity", "run_dir",
                 "since"}]}
 
-**Fairness.** A run that cannot start joins ``queue`` (arrival order) and polls every 0.2 s.
-The queue is served in arrival order with bounded overtaking: walking it, a waiter that fits
-what is free takes it (later ones get only what is left); one that does not fit may be
-overtaken by later waiters that fit, but at most ``OVERTAKES`` (4) times (``passed`` counts
-them), after which it *reserves* what is free of what it needs, so later runs get only what
-is left beside it. A 2-GPU run thus never waits forever behind a stream of 1-GPU runs (the
-GPUs it waits for are kept for it as they free up), while a GPU is not left idle for it
-while it still has to wait for another one anyway.
+It is rewritten only when it changes, so a waiting run looks again as soon as it does (a run
+ended, another arrived), and at least every 0.2 s (a dead holder changes nothing on disk).
+
+**Fairness.** The queue is served in arrival order with bounded overtaking: walking it, a
+waiter that fits what is free takes it (later ones get only what is left); one that does not
+fit may be overtaken by later waiters that fit, but at most ``OVERTAKES`` (4) times
+(``passed`` counts them), after which it *reserves* the GPUs with the most room (free ones
+first; a shared GPU it reserves takes no new share), so later runs get only what is left
+beside it. A 2-GPU run thus never waits forever behind a stream of 1-GPU runs (the GPUs it
+waits for are kept for it as they free up), while a GPU is not left idle for it while it
+still has to wait for another one anyway.
 
 Entries (held or queued) whose process is dead (pid and start time, see run/stale.py) are
-dropped on every poll: a SIGKILLed pytest worker does not keep its GPUs.
+dropped on every look: a SIGKILLed pytest worker does not keep its GPUs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from xstash_plugin.config.resources import mem_megabytes
 from xstash_plugin.errors import ConfigError
+from xstash_plugin.launchers.inventory import (
+    Inventory,
+    MiB,
+    addoption,
+    auto_workers,
+    bound_by_visible,
+    detect,
+    detect_gpus,
+    parse_cpus,
+    parse_gpus,
+    parse_mem,
+    parse_nvidia_smi,
+)
 from xstash_plugin.run.stale import is_alive, process_identity
 
-if TYPE_CHECKING:
-    import pytest
-
 POLL_SECONDS = 0.2
+WATCH_SECONDS = 0.02  # how often a waiting run looks whether the table changed (a stat)
+EPS = 1e-9  # shares are added as floats: 0.1 + 0.2 + 0.7 still fits one GPU
 OVERTAKES = 4  # how often a waiting run may be overtaken before it reserves (see Fairness)
-MiB = 1024 * 1024
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPU_VARS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-NVIDIA_SMI = ("nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader")
-INI = {
-    "xstash_gpus": "GPUs local runs share, as CUDA_VISIBLE_DEVICES names them ('0,1,2,3'), "
-    "or 'none' (default: detected with nvidia-smi)",
-    "xstash_cpus": "CPUs local runs share (default: this process's CPU affinity)",
-    "xstash_mem": "memory local runs share, e.g. 64G (default: MemTotal in /proc/meminfo)",
-}
-
-
-def addoption(parser: pytest.Parser) -> None:
-    """The ini values that replace the detected inventory."""
-    for name, help in INI.items():
-        parser.addini(name, help=help, default="")
-
-
-# --- inventory ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """What local runs share: GPU names (as CUDA_VISIBLE_DEVICES takes them), CPUs, bytes."""
-
-    gpus: tuple[str, ...]
-    cpus: int
-    mem: int
-
-    def describe(self) -> str:
-        gpus = ",".join(self.gpus) if self.gpus else "none"
-        return f"GPUs {gpus} ({len(self.gpus)}), {self.cpus} CPUs, {self.mem // MiB} MiB memory"
-
-
-def parse_nvidia_smi(text: str) -> list[tuple[str, str]]:
-    """``(index, uuid)`` per line of nvidia-smi's CSV (see NVIDIA_SMI)."""
-    found = []
-    for line in text.splitlines():
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) >= 2 and fields[0].isdigit():
-            found.append((fields[0], fields[1]))
-    return found
-
-
-def bound_by_visible(gpus: list[tuple[str, str]], visible: str | None) -> tuple[str, ...]:
-    """The indices ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs, in its order) leaves; all
-    of them when it is unset."""
-    if visible is None:
-        return tuple(index for index, _ in gpus)
-    kept: list[str] = []
-    for name in (v.strip() for v in visible.split(",")):
-        match = [i for i, u in gpus if name in (i, u) or (name and u.startswith(name))]
-        if not match:
-            break  # CUDA stops at the first invalid entry ("-1" hides every GPU)
-        if match[0] not in kept:
-            kept.append(match[0])
-    return tuple(kept)
-
-
-def detect_gpus(
-    environ: Mapping[str, str], run: Callable[..., Any] = subprocess.run
-) -> tuple[str, ...]:
-    try:
-        done = run(list(NVIDIA_SMI), capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    if done.returncode != 0:
-        return ()
-    return bound_by_visible(parse_nvidia_smi(done.stdout), environ.get("CUDA_VISIBLE_DEVICES"))
-
-
-def detect_mem(meminfo: Path = Path("/proc/meminfo")) -> int:
-    fields: dict[str, int] = {}
-    try:
-        for line in meminfo.read_text().splitlines():
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                fields[name] = int(parts[0]) * 1024  # kB
-    except OSError:
-        pass
-    return fields.get("MemTotal") or 0  # not MemAvailable: every xdist worker must agree
-
-
-def detect(gpus: tuple[str, ...] | None, cpus: int | None, mem: int | None) -> Inventory:
-    """The inventory: the given values (ini), the rest detected."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return Inventory(
-        gpus=detect_gpus(os.environ) if gpus is None else gpus,
-        cpus=cpus or 1,
-        mem=detect_mem() if mem is None else mem,
-    )
-
-
-def parse_gpus(raw: str) -> tuple[str, ...]:
-    """``0,1,2,3`` -> ('0', '1', '2', '3'); ``none`` -> ()."""
-    text = raw.strip()
-    if text.lower() in ("none", ""):
-        return ()
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"{raw!r} is not a list of GPUs: write 0,1,2,3 or none")
-    return names
-
-
-def parse_cpus(raw: str) -> int:
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"{raw!r} is not a number of CPUs (a whole number, at least 1)")
-    return int(raw)
-
-
-def parse_mem(raw: str) -> int:
-    """Bytes; written as resources write memory (``16G``, ``500M``; a bare number is MiB)."""
-    text = raw.strip()
-    return mem_megabytes(int(text) if text.isdigit() else text) * MiB
+__all__ = [  # the inventory's names, also to be imported from here
+    "Inventory",
+    "MiB",
+    "addoption",
+    "auto_workers",
+    "bound_by_visible",
+    "detect",
+    "detect_gpus",
+    "parse_cpus",
+    "parse_gpus",
+    "parse_mem",
+    "parse_nvidia_smi",
+]
 
 
 # --- what a run asks for --------------------------------------------------------------------
@@ -180,9 +92,10 @@ def parse_mem(raw: str) -> int:
 
 @dataclass(frozen=True)
 class Want:
-    """A run's request: ``gpus`` None when it named none (its GPU variables stay as they are)."""
+    """A run's request: ``gpus`` None when it named none (its GPU variables stay as they are),
+    below 1 for a share of one GPU."""
 
-    gpus: int | None = None
+    gpus: float | None = None
     cpus: int = 0
     mem: int = 0  # bytes
 
@@ -221,6 +134,30 @@ def shortfall(want: Want, inventory: Inventory) -> str | None:
     )
 
 
+def pick_gpus(need: float, room: dict[str, float]) -> list[str] | None:
+    """The GPUs a request takes now, given what is left of each (``room``, in inventory order);
+    None when they are not there. Whole GPUs: free ones, in inventory order. A share: the GPU
+    with the least room that still has enough (shares gather on GPUs already shared)."""
+    if 0 < need < 1:
+        fitting = [g for g in room if room[g] >= need - EPS]
+        return [min(fitting, key=lambda g: room[g])] if fitting else None
+    free = [g for g in room if room[g] >= 1 - EPS]
+    return free[: int(need)] if len(free) >= need else None
+
+
+def take_gpus(need: float, room: dict[str, float], gpus: list[str] | None) -> None:
+    """Count ``gpus`` as taken by a waiter served before the others; without them (it does not
+    fit), it reserves the GPUs with the most room: nothing new goes there until it fits."""
+    if gpus is not None and 0 < need < 1:
+        room[gpus[0]] -= need
+        return
+    if gpus is None:
+        count = 1 if 0 < need < 1 else int(need)
+        gpus = sorted(room, key=lambda g: -room[g])[:count]
+    for gpu in gpus:
+        room[gpu] = 0.0
+
+
 class NeverFits(OSError):
     """A request larger than the whole inventory (collection should have refused it)."""
 
@@ -233,10 +170,12 @@ class Grant:
     gpus: tuple[str, ...] | None  # None: it asked for none (GPU variables untouched)
     cpus: int
     mem: int
+    share: float | None = None  # a share of its one GPU (gpus: 0.5)
 
     def as_dict(self) -> dict[str, Any]:
         """For the run record."""
-        return {"gpus": list(self.gpus or ()), "cpus": self.cpus, "mem": self.mem}
+        held = {"gpus": list(self.gpus or ()), "cpus": self.cpus, "mem": self.mem}
+        return {**held, "gpu_share": self.share} if self.share else held
 
     def environ(self, env: Mapping[str, str]) -> dict[str, str]:
         """``env`` with the grant's variables; a thread count ``env`` already sets (the user's,
@@ -279,17 +218,27 @@ class SlotTable:
 
             self.folder.mkdir(parents=True, exist_ok=True)
             self._lock = FileLock(str(self.folder / "table.lock"), thread_local=False)
-        with self._threads, self._lock:
+        with self._threads:
+            self._lock.acquire(poll_interval=0.005)
             try:
-                table = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                table = {}
-            table = {"held": list(table.get("held", [])), "queue": list(table.get("queue", []))}
-            for key in ("held", "queue"):  # dead pytest processes hold nothing
-                table[key] = [e for e in table[key] if is_alive(e.get("pid"), e.get("identity"))]
-            yield table
+                yield from self._update()
+            finally:
+                self._lock.release()
+
+    def _update(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            table = json.loads(text)
+        except (OSError, ValueError):
+            text, table = "", {}
+        table = {"held": list(table.get("held", [])), "queue": list(table.get("queue", []))}
+        for key in ("held", "queue"):  # dead pytest processes hold nothing
+            table[key] = [e for e in table[key] if is_alive(e.get("pid"), e.get("identity"))]
+        yield table
+        new = json.dumps(table, indent=1)
+        if new != text:  # unchanged, it is not rewritten: waiters look again on a change
             scratch = self.path.with_name(f"table.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            scratch.write_text(json.dumps(table, indent=1), encoding="utf-8")
+            scratch.write_text(new, encoding="utf-8")
             os.replace(scratch, self.path)
 
     def acquire(self, want: Want, run_dir: Path | str = "") -> Grant:
@@ -298,6 +247,7 @@ class SlotTable:
         problem = shortfall(want, self.inventory)
         if problem is not None:
             raise NeverFits(problem)
+        share = want.gpus if want.gpus is not None and 0 < want.gpus < 1 else None
         pid = os.getpid()
         entry = {
             "ticket": uuid.uuid4().hex,
@@ -315,14 +265,31 @@ class SlotTable:
                     gpus = self._serve(table, entry)
                     if gpus is not None:
                         held = {**entry, "gpus": list(gpus), "since": time.time()}
-                        table["held"].append(held)
+                        table["held"].append({**held, "share": share} if share else held)
                         break
-                time.sleep(self.poll)
+                self._watch()
         except BaseException:  # Ctrl-C while waiting: leave the queue
             self._forget(str(entry["ticket"]))
             raise
         chosen = tuple(gpus) if want.gpus is not None else None
-        return Grant(str(entry["ticket"]), chosen, want.cpus, want.mem)
+        return Grant(str(entry["ticket"]), chosen, want.cpus, want.mem, share)
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _watch(self) -> None:
+        """Wait until the table changes (a release, an arrival), or ``poll`` seconds at most
+        (a dead holder changes nothing on disk: it is found by looking)."""
+        seen = self._stamp()
+        deadline = time.monotonic() + self.poll
+        while time.monotonic() < deadline:
+            time.sleep(min(WATCH_SECONDS, self.poll))
+            if self._stamp() != seen:
+                return
 
     def _serve(
         self, table: dict[str, list[dict[str, Any]]], entry: dict[str, Any]
@@ -332,26 +299,30 @@ class SlotTable:
         queue = table["queue"]
         if not any(q["ticket"] == ticket for q in queue):
             queue.append(entry)
-        busy = {g for held in table["held"] for g in held["gpus"]}
-        free_gpus = [g for g in self.inventory.gpus if g not in busy]
+        room = {g: 1.0 for g in self.inventory.gpus}  # what is left of each GPU
+        for held in table["held"]:
+            for gpu in held["gpus"]:
+                if gpu in room:
+                    room[gpu] -= float(held.get("share") or 1.0)
         cpus = self.inventory.cpus - sum(int(h["cpus"]) for h in table["held"])
         mem = self.inventory.mem - sum(int(h["mem"]) for h in table["held"])
         passed: list[dict[str, Any]] = []  # earlier waiters this one would overtake
         for waiter in queue:  # arrival order
-            need = int(waiter["gpus"] or 0)
-            fits = need <= len(free_gpus) and waiter["cpus"] <= cpus and waiter["mem"] <= mem
+            need = float(waiter["gpus"] or 0)
+            gpus = pick_gpus(need, room)
+            fits = gpus is not None and waiter["cpus"] <= cpus and waiter["mem"] <= mem
             if waiter["ticket"] == ticket:
                 if not fits:
                     return None
                 for earlier in passed:
                     earlier["passed"] = int(earlier.get("passed", 0)) + 1
                 table["queue"] = [q for q in queue if q["ticket"] != ticket]
-                return free_gpus[:need]
+                return gpus
             if not fits and int(waiter.get("passed", 0)) < self.overtakes:
                 passed.append(waiter)  # it may be overtaken: it keeps nothing yet
                 continue
-            # It takes this on its next poll, or (overtaken enough) reserves what is free of it.
-            free_gpus = free_gpus[need:]
+            # It takes this on its next look, or (overtaken enough) reserves it.
+            take_gpus(need, room, gpus)
             cpus, mem = cpus - int(waiter["cpus"]), mem - int(waiter["mem"])
         return None
 
@@ -411,23 +382,37 @@ def plan_for(run: Any) -> SlotPlan | None:
 
 
 def local_misfit(experiment: Any, settings: Any, launcher: str) -> ConfigError | None:
-    """The collection error of an experiment the local launcher could never start here (its
-    resources exceed the machine's); None when it fits or runs elsewhere."""
+    """The collection error of an experiment whose resources cannot be had where it runs:
+    more than this machine has (the local launcher), or a share of a GPU on SLURM (which
+    allocates whole GPUs); None when they can."""
+    resources = {**experiment.tool.resources, **experiment.resources}
     if launcher != "local":
-        return None
-    want = Want.of({**experiment.tool.resources, **experiment.resources})
+        gpus = resources.get("gpus")
+        if not (isinstance(gpus, float) and 0 < gpus < 1):
+            return None
+        path, line = _declared_at(experiment, {"gpus"})
+        what = (
+            f"gpus: {gpus} is a share of one GPU, which only the local launcher gives; "
+            f"{launcher} allocates whole GPUs"
+        )
+        return ConfigError(path, line, what, "ask for gpus: 1, or run it with launcher: local")
+    want = Want.of(resources)
     if want is None:  # not limited: no need to look at the machine (nvidia-smi) at all
         return None
     problem = shortfall(want, inventory_of(settings))
     if problem is None:
         return None
     what, _, _ = problem.partition(" (the local launcher; ")
-    if set(experiment.resources) & {"gpus", "cpus", "mem"}:
-        path, line = experiment.config_path, experiment.resources_line or experiment.line
-    else:
-        path, line = experiment.tool.meta_path, experiment.tool.line
     fix = (
         "ask for less, run it on a cluster (launcher: slurm), or, if this machine was detected "
         "wrongly, set xstash_gpus / xstash_cpus / xstash_mem in the ini file"
     )
-    return ConfigError(path, line, what, fix)
+    return ConfigError(*_declared_at(experiment, {"gpus", "cpus", "mem"}), what, fix)
+
+
+def _declared_at(experiment: Any, keys: set[str]) -> tuple[Any, int | None]:
+    """Where ``keys`` of the resources are set: the config's ``resources`` line when it sets
+    one of them, else the tool's entry in meta.yaml."""
+    if set(experiment.resources) & keys:
+        return experiment.config_path, experiment.resources_line or experiment.line
+    return experiment.tool.meta_path, experiment.tool.line
