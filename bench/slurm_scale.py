@@ -83,9 +83,7 @@ def side(root: Path, tmp: Path, name: str, count: int, i: int) -> dict[str, floa
     if name == "one job each":
         ini += "xstash_slurm_arrays = false\n"
     write(root / "pytest.ini", ini)
-    configs = {"local -n 2": "configs/local", "packed": "configs/packed"}.get(
-        name, "configs/slurm"
-    )
+    configs = {"local -n 2": "configs/local", "packed": "configs/packed"}.get(name, "configs/slurm")
     extra = ["-n", str(PACK_CPUS)] if name == "local -n 2" else []
     argv = pytest_argv(configs, "-q", "--xstash-output-root", str(out), *extra)
     wall, _ = run(argv, root, env=env)
@@ -95,8 +93,7 @@ def side(root: Path, tmp: Path, name: str, count: int, i: int) -> dict[str, floa
     calls = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
     submit = max(e for _, e in calls) - min(s for s, _ in calls) if calls else 0.0
     print(
-        f"  {name}: makespan {wall:.1f} s, {len(calls)} sbatch calls, "
-        f"submission {submit:.2f} s",
+        f"  {name}: makespan {wall:.1f} s, {len(calls)} sbatch calls, submission {submit:.2f} s",
         flush=True,
     )
     return {"wall": wall, "calls": float(len(calls)), "submit": submit}
