@@ -104,7 +104,8 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
         from xstash_plugin.run.needs_run import needs_dependencies
         from xstash_plugin.session import STATE_KEY
 
-        state = self.config.stash.get(STATE_KEY, None)
+        stash = getattr(self.config, "stash", None)  # None: a bare config (the unit tests')
+        state = stash.get(STATE_KEY, None) if stash is not None else None
         return needs_dependencies(state, collection) if state is not None else {}
 
     def _ready(self, index: int, node: Any) -> bool:
