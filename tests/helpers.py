@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -82,6 +84,7 @@ REAL_APP_MAIN = """\
 import json
 import logging
 import os
+import shutil
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -401,3 +404,16 @@ def error_messages(result: pytest.RunResult, config: str) -> list[tuple[int, str
         rf"^\S*/configs/{re.escape(config)}:(\d+): (.*)\n  fix: (.*(?:\n  .*)*)", re.M
     )
     return [(int(m[1]), m[2], m[3]) for m in message.finditer(section)]
+
+
+def require_slurm() -> None:
+    """At a SLURM test module's top: skip it without a cluster; under CI=true, fail instead
+    (.ci/run brings a cluster up first)."""
+    if shutil.which("sbatch") is not None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(
+            "no SLURM cluster (sbatch not found): CI must run .ci/slurm-ci-up.sh first",
+            pytrace=False,
+        )
+    pytest.skip("no SLURM cluster here: run .ci/slurm-ci-up.sh", allow_module_level=True)

@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,15 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import METRICS_EXIT_TOOL, Project
+from helpers import METRICS_EXIT_TOOL, Project, require_slurm
 
-if shutil.which("sbatch") is None:
-    if os.environ.get("CI"):
-        pytest.fail(
-            "no SLURM cluster (sbatch not found): CI must run .ci/slurm-ci-up.sh first",
-            pytrace=False,
-        )
-    pytest.skip("no SLURM cluster: run .ci/slurm-ci-up.sh", allow_module_level=True)
+require_slurm()
 
 # Plain Python: says it started, then sleeps far longer than any test waits.
 SLEEPER = """\

@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CONFIG_SLEEPER, Project
+from helpers import CONFIG_SLEEPER, Project, require_slurm
 
-if shutil.which("sbatch") is None:
-    if os.environ.get("CI"):
-        pytest.fail("no SLURM cluster under CI: .ci/run must run .ci/slurm-ci-up.sh first")
-    pytest.skip("no SLURM cluster here: run .ci/slurm-ci-up.sh", allow_module_level=True)
+require_slurm()
 
 # Plain Python (the tests are about submission, not the tool): sleeps its config's 'sleep'.
 TOOL = (

@@ -26,7 +26,13 @@ from typing import Any
 
 from xstash_plugin.fsutil import atomic_write
 from xstash_plugin.launchers.base import RunRequest, RunResult
-from xstash_plugin.launchers.slurm import FINAL_STATES, POLL_SECONDS, VANISHED_SECONDS, SlurmJob
+from xstash_plugin.launchers.slurm import (
+    FINAL_STATES,
+    POLL_SECONDS,
+    VANISHED_SECONDS,
+    SlurmJob,
+    job_state,
+)
 
 RESULT_NAME = "pack-result.json"
 # Set when SLURM signals the allocation's end (time limit, scancel, preemption): a tool that
@@ -142,8 +148,7 @@ class PackJob:
         if self._state in FINAL_STATES or time.monotonic() - self._asked < STATE_TTL:
             return self._state
         self._asked = time.monotonic()
-        state = str(self.job.get_info().get("State") or self.job.state or "UNKNOWN")
-        state = state.split()[0].upper()
+        state = job_state(self.job)
         if state == "UNKNOWN":
             self._unknown_since = self._unknown_since or time.monotonic()
             if time.monotonic() - self._unknown_since > VANISHED_SECONDS:

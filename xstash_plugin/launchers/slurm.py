@@ -122,8 +122,7 @@ class SlurmJob:
     def wait(self) -> RunResult:
         unknown_since: float | None = None
         while True:
-            state = str(self.job.get_info().get("State") or self.job.state or "UNKNOWN")
-            state = state.split()[0].upper()
+            state = job_state(self.job)
             if state in FINAL_STATES:
                 break
             if state == "UNKNOWN":
@@ -179,8 +178,13 @@ def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: s
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(**sbatch_parameters(resources, request.timeout, name))
+    return SlurmJob(submit_to(executor, request), request)
+
+
+def submit_to(executor: Any, request: RunRequest) -> Any:
+    """``executor.submit`` of the run's command (inside ``executor.batch()``: one array task)."""
     changed, removed = job_environment(request.env, os.environ)
-    job = executor.submit(
+    return executor.submit(
         run_command,
         list(request.argv),
         str(request.cwd),
@@ -189,23 +193,33 @@ def submit(request: RunRequest, folder: Path, resources: dict[str, Any], name: s
         str(request.stdout_path),
         str(request.stderr_path),
     )
-    return SlurmJob(job, request)
 
 
-def attach(record: RunRecord, run_dir: Path, env: dict[str, str]) -> SlurmJob:
-    """The job a detached session submitted, from its run record (in ``run_dir``)."""
-    import submitit
+def job_state(job: Any) -> str:
+    """SLURM's state of a submitit job, asked again (``job.state`` alone is cached)."""
+    state = str(job.get_info().get("State") or job.state or "UNKNOWN")
+    return state.split()[0].upper()
 
+
+def request_of(record: RunRecord, run_dir: Path, env: dict[str, str]) -> RunRequest:
+    """The request a detached session submitted, from its run record."""
     if not record.argv or not record.cwd or not record.slurm_folder or not record.job_id:
         raise ValueError(f"the record in {run_dir} does not name a submitted job")
-    request = RunRequest(
+    return RunRequest(
         argv=tuple(record.argv),
         cwd=Path(record.cwd),
         env=env,
         run_dir=run_dir,
         timeout=record.timeout,
     )
-    job: Any = submitit.SlurmJob(folder=record.slurm_folder, job_id=str(record.job_id))
+
+
+def attach(record: RunRecord, run_dir: Path, env: dict[str, str]) -> SlurmJob:
+    """The job a detached session submitted, from its run record (in ``run_dir``)."""
+    import submitit
+
+    request = request_of(record, run_dir, env)
+    job: Any = submitit.SlurmJob(folder=str(record.slurm_folder), job_id=str(record.job_id))
     attached = SlurmJob(job, request)
     attached.submitted = float(record.started or time.time())
     return attached

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xstash_plugin.launchers.base import RunRequest
-from xstash_plugin.launchers.slurm import SlurmJob, job_environment, run_command
+from xstash_plugin.launchers.slurm import SlurmJob, submit_to
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
 DEFAULT_PACK_JOBS = 4
@@ -86,18 +85,7 @@ def submit_array(
     jobs: list[Any] = []
     with executor.batch():
         for request in requests:
-            changed, removed = job_environment(request.env, os.environ)
-            jobs.append(
-                executor.submit(
-                    run_command,
-                    list(request.argv),
-                    str(request.cwd),
-                    changed,
-                    removed,
-                    str(request.stdout_path),
-                    str(request.stderr_path),
-                )
-            )
+            jobs.append(submit_to(executor, request))
     return [SlurmJob(job, request) for job, request in zip(jobs, requests, strict=True)]
 
 

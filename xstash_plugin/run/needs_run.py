@@ -17,7 +17,7 @@ from xstash_plugin.config import needs as needs_config
 from xstash_plugin.config.experiment import Experiment
 from xstash_plugin.config.sweeps import point_labels
 from xstash_plugin.errors import ConfigError, RunFailed, XstashError
-from xstash_plugin.run.record import RECORD_NAME, RunRecord, Status
+from xstash_plugin.run.record import RunRecord
 
 if TYPE_CHECKING:
     from xstash_plugin.session import State
@@ -63,27 +63,13 @@ def upstream_nodeid(state: State, need: needs_config.Need) -> str | None:
     return f"{nodeid}[{need.point}]" if need.point else nodeid
 
 
-def newest_passed(state: State, need: needs_config.Need) -> tuple[Path, RunRecord] | None:
+def newest_passed(state: State, need: needs_config.Need) -> Path | None:
     """The newest passed run of a need's target outside this session (same point)."""
-    try:
-        relpath = need.target.relative_to(state.config.rootpath)
-    except ValueError:
+    nodeid = upstream_nodeid(state, need)
+    if nodeid is None:
         return None
-    folder = state.output_root / relpath.with_suffix("")
-    best: tuple[float, Path, RunRecord] | None = None
-    for record_path in sorted(folder.glob(f"*/{RECORD_NAME}")):
-        try:
-            record = RunRecord.load(record_path.parent)
-        except (OSError, ValueError):
-            continue
-        if record.status is not Status.PASSED:
-            continue
-        if need.point is not None and not record.nodeid.endswith(f"[{need.point}]"):
-            continue
-        stamp = float(record.ended or 0)
-        if best is None or stamp > best[0]:
-            best = (stamp, record_path.parent, record)
-    return (best[1], best[2]) if best else None
+    relpath = need.target.relative_to(state.config.rootpath)
+    return state.earlier_runs().latest(relpath, nodeid)
 
 
 def resolve(state: State, experiment: Experiment, who: str) -> dict[str, dict[str, Any]]:
@@ -111,7 +97,7 @@ def resolve(state: State, experiment: Experiment, who: str) -> dict[str, dict[st
                     "not run in this session and has no passed run in "
                     f"{state.output_root}\nrun it too (without --xstash-no-needs)"
                 )
-            run_dir = earlier[0]
+            run_dir = earlier
         try:
             record = RunRecord.load(run_dir)
         except (OSError, ValueError) as exc:

@@ -3,15 +3,14 @@ waited for), attach to a detached session's job, wait, cancel."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from xstash_plugin.errors import EnvError, RunFailed
-from xstash_plugin.launchers.base import RunRequest, RunResult
+from xstash_plugin.launchers.base import RunResult
 from xstash_plugin.launchers.pack import PackedRun, attach_pack
-from xstash_plugin.launchers.slurm import SlurmLauncher
+from xstash_plugin.launchers.slurm import SlurmLauncher, request_of
 from xstash_plugin.launchers.slurm import attach as attach_slurm
 from xstash_plugin.run import messages
 from xstash_plugin.run.envs import tool_environ
@@ -60,19 +59,13 @@ def attach(run: Run) -> bool:
     try:
         env = tool_environ(run.experiment.tool)
         if record.packed:
-            request = RunRequest(
-                argv=tuple(record.argv or ()),
-                cwd=Path(record.cwd or "."),
-                env=env,
-                run_dir=run_dir,
-                timeout=record.timeout,
-            )
-            assert record.job_id is not None and record.slurm_folder is not None
+            request = request_of(record, run_dir, env)  # ValueError: no job named
             started = float(record.started or 0) or None
-            run.slurm_job = attach_pack(record.job_id, record.slurm_folder, started, request)
+            job_id, folder = str(record.job_id), str(record.slurm_folder)
+            run.slurm_job = attach_pack(job_id, folder, started, request)
         else:
             run.slurm_job = attach_slurm(record, run_dir, env)
-    except (KeyError, ValueError, OSError, AssertionError):
+    except (KeyError, ValueError, OSError):
         return False
     run.request = run.slurm_job.request
     record.update(attached_by=state.session_id, status=Status.RUNNING)
