@@ -1,0 +1,68 @@
+"""What each collected experiment asks of this machine's GPUs, for the xdist controller's
+GPU-aware dispatch (dispatch.py, scheduling.py). The controller has test ids, not items, so
+it reads the configs itself, as it does for needs (run/needs_run.py)."""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import TYPE_CHECKING
+
+from xstash_plugin.dispatch import Job
+from xstash_plugin.launchers.slots import inventory_of
+from xstash_plugin.ordering import load_durations
+from xstash_plugin.run.needs_run import load
+
+if TYPE_CHECKING:
+    from xstash_plugin.config.experiment import Experiment
+    from xstash_plugin.session import State
+
+# The estimate of an experiment with none (no estimated_runtime, never run) when no other
+# experiment has one either.
+UNKNOWN_SECONDS = 60.0
+
+
+def gpu_jobs(state: State, collection: list[str]) -> tuple[int, dict[int, Job]] | None:
+    """This machine's GPU count and, per index in ``collection``, the GPUs it holds and its
+    estimated seconds; None when no experiment of the local launcher asks for a GPU (then
+    there is nothing to plan)."""
+    loaded: dict[str, Experiment | None] = {}
+    asks: list[tuple[float, float | None]] = []
+    learned: dict[str, float] | None = None
+    for nodeid in collection:
+        file, _, rest = nodeid.partition("::")
+        if "::" in rest or not file.endswith((".yaml", ".yml")):  # an aggregate, a plain test
+            asks.append((0.0, 0.0))
+            continue
+        if file not in loaded:
+            loaded[file] = load(state, state.config.rootpath / file)
+        experiment = loaded[file]
+        if experiment is None:
+            asks.append((0.0, None))
+            continue
+        estimate = experiment.estimated_seconds
+        if estimate is None:
+            if learned is None:
+                learned = load_durations(state.output_root)
+            estimate = learned.get(nodeid)
+        asks.append((_gpus(state, experiment), estimate))
+    if not any(gpus for gpus, _ in asks):
+        return None
+    count = len(inventory_of(state.settings).gpus)
+    if not count:
+        return None
+    known = [seconds for _, seconds in asks if seconds is not None]
+    default = median(known) if known else UNKNOWN_SECONDS
+    jobs = {
+        index: Job(index, gpus, default if seconds is None else seconds)
+        for index, (gpus, seconds) in enumerate(asks)
+    }
+    return count, jobs
+
+
+def _gpus(state: State, experiment: Experiment) -> float:
+    """The GPUs of this machine a run of ``experiment`` holds (none on another launcher)."""
+    launcher = experiment.launcher or experiment.tool.launcher or state.settings.launcher
+    if launcher != "local":
+        return 0.0
+    gpus = {**experiment.tool.resources, **experiment.resources}.get("gpus")
+    return float(gpus) if isinstance(gpus, (int, float)) and not isinstance(gpus, bool) else 0.0
