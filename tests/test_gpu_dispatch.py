@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 import pytest
-from test_seed_scheduling import FakeNode, fake_config, seeded_collection
+from test_seed_scheduling import FakeNode, fake_config, run_to_end, seeded_collection
 
 from xstash_plugin.dispatch import Job, Plan, hand_next, place, start_now, successor
 from xstash_plugin.scheduling import LongestFirstScheduling, aggregate_dependencies
@@ -150,57 +150,36 @@ def test_no_gpu_is_overbooked_and_a_two_gpu_run_is_not_overtaken_forever(seed: i
 # --- the controller ---------------------------------------------------------------------------
 
 
-def gpu_scheduler(collection: list[str], gpus: dict[int, float], workers: int) -> Any:
-    sched = LongestFirstScheduling(fake_config(workers))
-    sched._plan_gpus = lambda ids: (
-        setattr(sched, "gpus", 4)
-        or setattr(
-            sched,
-            "jobs",
-            {i: Job(i, gpus.get(i, 0.0), 1.0 + (len(ids) - i) * 0.1) for i in range(len(ids))},
-        )
-    )
-    return sched
+class PlannedScheduling(LongestFirstScheduling):  # type: ignore[misc]
+    """The controller with the GPUs each item asks for given (the real one reads them from
+    the configs: run/demands.py); estimates fall from the first item to the last."""
+
+    def __init__(self, workers: int, asks: dict[int, float]) -> None:
+        super().__init__(fake_config(workers))
+        self.asks = asks
+
+    def _plan_gpus(self, collection: list[str]) -> None:
+        self.gpus = 4
+        count = len(collection)
+        seconds = [1.0 + (count - i) * 0.1 for i in range(count)]
+        self.jobs = {i: Job(i, self.asks.get(i, 0.0), seconds[i]) for i in range(count)}
 
 
 def drive(collection: list[str], gpus: dict[int, float], workers: int, seed: int) -> list[int]:
     """Run the controller to the end with random completion order; check at every step that
     what runs fits on 4 GPUs. The order items finished in."""
-    rng = random.Random(seed)
-    sched = gpu_scheduler(collection, gpus, workers)
-    nodes = [FakeNode(f"gw{i}") for i in range(workers)]
-    for node in nodes:
-        sched.add_node(node)
-    for node in nodes:
-        sched.add_node_collection(node, list(collection))
-    sched.schedule()
-    finished: list[int] = []
-    for _ in range(10 * len(collection) + 10):
-        runnable = [
-            n
-            for n in nodes
-            if n in sched.node2pending
-            and (len(sched.node2pending[n]) >= 2 or (n.shutting_down and sched.node2pending[n]))
-        ]
+
+    def fits(sched: Any, runnable: list[FakeNode]) -> None:
         room = [1.0] * 4
-        for n in runnable:
-            held = place(room, gpus.get(sched.node2pending[n][0], 0.0))
+        for node in runnable:
+            need = gpus.get(sched.node2pending[node][0], 0.0)
+            held = place(room, need)
             assert held is not None, f"runs started beyond 4 GPUs: {sched.node2pending}"
             for g in held:
-                room[g] -= min(1.0, gpus.get(sched.node2pending[n][0], 0.0))
-        if not runnable:
-            break
-        node = rng.choice(runnable)
-        index = sched.node2pending[node][0]
-        finished.append(index)
-        sched.mark_test_complete(node, index)
-        for done in [n for n in nodes if n.shutting_down and n in sched.node2pending]:
-            if not sched.node2pending[done]:
-                sched.remove_node(done)
-    assert len(finished) == len(collection), (
-        f"stalled after {len(finished)} of {len(collection)}: {dict(sched.node2pending)}"
-    )
-    return finished
+                room[g] -= min(1.0, need)
+
+    sched = PlannedScheduling(workers, gpus)
+    return run_to_end(sched, collection, workers, random.Random(seed), fits)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4, 6])
@@ -230,7 +209,7 @@ def test_a_crashed_worker_gives_its_gpus_back() -> None:
     start."""
     collection = [f"configs/e{i}.yaml::e{i}" for i in range(6)]
     gpus = {0: 4.0, **{i: 2.0 for i in range(1, 6)}}
-    sched = gpu_scheduler(collection, gpus, 2)
+    sched = PlannedScheduling(2, gpus)
     nodes = [FakeNode("gw0"), FakeNode("gw1")]
     for node in nodes:
         sched.add_node(node)

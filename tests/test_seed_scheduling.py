@@ -12,6 +12,7 @@ worker counts; real pytest-xdist sessions with seeds are in test_seeds.py.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -69,7 +70,18 @@ def seeded_collection(points: int, seeds: int, plain: int, sweep: bool = True) -
 
 def simulate(collection: list[str], workers: int, rng: random.Random) -> list[int]:
     """Run the scheduler to the end; return the order items finished in. Fails on a stall."""
-    sched = LongestFirstScheduling(fake_config(workers))
+    return run_to_end(LongestFirstScheduling(fake_config(workers)), collection, workers, rng)
+
+
+def run_to_end(
+    sched: Any,
+    collection: list[str],
+    workers: int,
+    rng: random.Random,
+    check: Callable[[Any, list[FakeNode]], None] | None = None,
+) -> list[int]:
+    """Drive ``sched`` as DSession does, a random running worker finishing at each step
+    (``check`` sees the running workers before each); the order items finished in."""
     nodes = [FakeNode(f"gw{i}") for i in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -85,6 +97,8 @@ def simulate(collection: list[str], workers: int, rng: random.Random) -> list[in
             if n in sched.node2pending
             and (len(sched.node2pending[n]) >= 2 or (n.shutting_down and sched.node2pending[n]))
         ]
+        if check is not None:
+            check(sched, runnable)
         if not runnable:
             break
         node = rng.choice(runnable)  # any running worker may finish first

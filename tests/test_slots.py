@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,27 @@ def test_parallel_runs_share_four_gpus(project: Project, hydra_python: str, work
     assert (project.root / "outputs" / ".xstash" / "slots" / "table.json").exists()
     table = json.loads((project.root / "outputs" / ".xstash" / "slots" / "table.json").read_text())
     assert table == {"held": [], "queue": []}
+
+
+def test_the_controller_starts_a_run_only_when_its_gpus_are_free(
+    project: Project, hydra_python: str
+) -> None:
+    """Four runs that each take all four GPUs, under -n 4: the xdist controller lets one run
+    at a time and hands the worker that runs it the next one, so one worker runs them all.
+    (Handed out blindly, each worker would take one and three would sit waiting for GPUs.)"""
+    slot_project(project, hydra_python)
+    for i in range(4):
+        project.config(f"e{i}.yaml", slot_config(f"e{i}", 4, 0.2))
+    result = project.pytester.runpytest_subprocess(
+        "configs", "-p", "no:cacheprovider", "-n", "4", "--junitxml=report.xml"
+    )
+    result.assert_outcomes(passed=4)
+    check_runs(slot_runs(project))
+    records = [json.loads(p.read_text()) for p in (project.root / "outputs").rglob("xstash.json")]
+    assert len(records) == 4
+    assert len({record["worker_pid"] for record in records}) == 1, records
+    cases = ET.parse(project.root / "report.xml").getroot().iter("testcase")
+    assert sorted(case.get("name") for case in cases) == ["e0", "e1", "e2", "e3"]
 
 
 def test_a_killed_workers_slots_are_reclaimed(project: Project, hydra_python: str) -> None:
