@@ -42,12 +42,12 @@ def test_a_one_gpu_run_starts_ahead_of_a_two_gpu_run_that_does_not_fit() -> None
     started = start_now(plan, 0.0, queue)
     assert started == [("w3", Job(3, 1, 6.0))]
     assert queue == [Job(2, 2, 8.0)]
-    assert plan.waiting == {2: 0.0}  # overtaken from now on
+    assert plan.waiting == {2: 8.0}  # overtaken from now on: due after its own 8 s
 
 
 def test_overtaken_longer_than_its_estimate_it_is_reserved_for() -> None:
     """From then on only runs that end before its GPUs are due may go ahead (backfill)."""
-    plan = Plan(4, idle=["w2", "w3"], waiting={5: 0.0})
+    plan = Plan(4, idle=["w2", "w3"], waiting={5: 3.0})  # overtaken at 0
     running(plan, "w0", Job(0, 2, 20.0))  # ends at 20
     running(plan, "w1", Job(1, 1, 12.0))  # ends at 12: then the 2-GPU run fits
     long_one, short_one, two = Job(2, 1, 9.0), Job(3, 1, 4.0), Job(5, 2, 3.0)
@@ -56,7 +56,7 @@ def test_overtaken_longer_than_its_estimate_it_is_reserved_for() -> None:
     assert started == [("w2", short_one)]  # ends at 9 < 12; the 9 s one would end at 14
     assert queue == [two, long_one]
     # Not overtaken long enough yet: every run that fits starts.
-    plan = Plan(4, idle=["w2", "w3"], waiting={5: 4.0})
+    plan = Plan(4, idle=["w2", "w3"], waiting={5: 7.0})  # overtaken at 4
     running(plan, "w0", Job(0, 2, 20.0))
     running(plan, "w1", Job(1, 1, 12.0))
     queue = [two, long_one, short_one]

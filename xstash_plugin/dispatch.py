@@ -29,13 +29,16 @@ estimate, another session shares the GPUs), a run still waits there for its GPUs
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from xstash_plugin.launchers.slots import EPS
 
 # How many events a look-ahead plays at most (a successor is usually found within a few).
 LOOKAHEAD_EVENTS = 256
+# How many waiting jobs that do not fit are looked at, at most, for one start (the rest of a
+# long queue is not read: the cost of a decision does not grow with the suite).
+SCAN_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class Plan:
     after: dict[Hashable, Job] = field(default_factory=dict)
     parked: dict[Hashable, tuple[Job, float]] = field(default_factory=dict)
     idle: list[Hashable] = field(default_factory=list)
-    waiting: dict[int, float] = field(default_factory=dict)  # job index -> first passed over
+    # job index -> when it is due: first overtaken, plus its estimate (see start_now)
+    waiting: dict[int, float] = field(default_factory=dict)
     room: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,13 +142,9 @@ def start_now(plan: Plan, now: float, queue: list[Job]) -> list[tuple[Hashable, 
     started: list[tuple[Hashable, Job]] = []
     shadow: tuple[float, float] | None = None
     passed: list[Job] = []  # did not fit: overtaken if a later one starts
-    parked = sorted(plan.parked.items(), key=lambda kv: kv[1][1])
-    candidates: list[tuple[Hashable | None, Job]] = [(w, job) for w, (job, _) in parked]
-    candidates += [(None, job) for job in queue]
-    candidates.sort(key=lambda c: not _due(plan, c[1], now))  # stable: the order within stays
-    for worker, job in candidates:
+    for worker, job in _candidates(plan, now, queue):
         due = _due(plan, job, now)
-        if worker is None and not plan.idle and not due:
+        if worker is None and not due and (not plan.idle or len(passed) >= SCAN_DEPTH):
             break
         held = place(plan.room, job.gpus) if worker is not None or plan.idle else None
         if held is None or (shadow is not None and not _backfills(job, now, shadow)):
@@ -158,17 +158,30 @@ def start_now(plan: Plan, now: float, queue: list[Job]) -> list[tuple[Hashable, 
         plan.start(target, job, now, held)
         plan.waiting.pop(job.index, None)
         for overtaken in passed:
-            plan.waiting.setdefault(overtaken.index, now)
+            plan.waiting.setdefault(overtaken.index, now + overtaken.seconds)
         started.append((target, job))
-        if worker is None:
+    for _, job in started:
+        if job in queue:
             queue.remove(job)
     return started
 
 
+def _candidates(plan: Plan, now: float, queue: list[Job]) -> Iterator[tuple[Hashable | None, Job]]:
+    """Parked jobs (longest waiting first), then the queue; those due first. Lazy: the
+    queue is read only as far as it is looked at."""
+    parked = [(w, job) for w, (job, _) in sorted(plan.parked.items(), key=lambda kv: kv[1][1])]
+    due = {index for index, at in plan.waiting.items() if now >= at}
+    if due:
+        yield from ((w, job) for w, job in parked if job.index in due)
+        yield from ((None, job) for job in queue if job.index in due)
+    yield from ((w, job) for w, job in parked if job.index not in due)
+    yield from ((None, job) for job in queue if job.index not in due)
+
+
 def _due(plan: Plan, job: Job, now: float) -> bool:
     """Overtaken for longer than its own estimate: nothing may take its GPUs any more."""
-    since = plan.waiting.get(job.index)
-    return since is not None and now - since >= job.seconds
+    at = plan.waiting.get(job.index)
+    return at is not None and now >= at
 
 
 def _backfills(job: Job, now: float, shadow: tuple[float, float]) -> bool:
@@ -205,7 +218,7 @@ def hand_next(plan: Plan, now: float, worker: Hashable, queue: list[Job]) -> Job
     if after is None:
         return None
     for ahead in queue[: queue.index(after)]:
-        plan.waiting.setdefault(ahead.index, now)
+        plan.waiting.setdefault(ahead.index, now + ahead.seconds)
     queue.remove(after)
     plan.after[worker] = after
     return after

@@ -90,7 +90,7 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
         self.jobs: dict[int, Job] = {}
         self.started: dict[Any, tuple[int, float]] = {}  # node -> its running item, since
         self.parked_since: dict[Any, float] = {}  # node -> since its next item waits
-        self.waiting: dict[int, float] = {}  # item -> first passed over (dispatch.Plan)
+        self.waiting: dict[int, float] = {}  # item -> when it is due (dispatch.Plan)
         self.warm: set[Any] = set()  # nodes that have run something
 
     def schedule(self) -> None:
