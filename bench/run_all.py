@@ -3,9 +3,9 @@ in Markdown, ready to paste.
 
     python bench/run_all.py [--repeat 3] [--only B1,B3] [--smoke] [--profile] [--out table.md]
 
-``--smoke`` uses small sizes (10 experiments, 1,000 configs, a 10-point sweep, sleeps x 0.25,
-20 experiments and 100 MiB of output, a 20-point compose sweep of a tool importing in 0.5 s) to
-check that everything works, not to measure.
+``--smoke`` uses small sizes (4 experiments, 1,000 configs, a 4-point sweep, sleeps x 0.1,
+6 experiments and 100 MiB of output, a 20-point compose sweep of a tool importing in 0.5 s, 6
+experiments on SLURM) to check that everything works, not to measure.
 Run it on a quiet machine: every script times wall-clock seconds.
 """
 
@@ -25,12 +25,12 @@ HERE = Path(__file__).resolve().parent
 
 # id -> (script, its arguments at full size, at smoke size)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "B1": ("overhead.py", ["--workers", "1", "--n", "50"], ["--workers", "1", "--n", "10"]),
-    "B2": ("overhead.py", ["--workers", "2", "--n", "50"], ["--workers", "2", "--n", "10"]),
+    "B1": ("overhead.py", ["--workers", "1", "--n", "50"], ["--workers", "1", "--n", "4"]),
+    "B2": ("overhead.py", ["--workers", "2", "--n", "50"], ["--workers", "2", "--n", "4"]),
     "B3": ("collection.py", ["--n", "10000"], ["--n", "1000"]),
-    "B4": ("sweep_vs_multirun.py", ["--points", "50"], ["--points", "10"]),
-    "B5": ("scheduling.py", ["--scale", "1.0"], ["--scale", "0.25"]),
-    "B6": ("memory.py", ["--n", "200"], ["--n", "20", "--bytes", str(100 << 20)]),
+    "B4": ("sweep_vs_multirun.py", ["--points", "50"], ["--points", "4"]),
+    "B5": ("scheduling.py", ["--scale", "1.0"], ["--scale", "0.1"]),
+    "B6": ("memory.py", ["--n", "200"], ["--n", "6", "--bytes", str(100 << 20)]),
     "B7": (
         "compose.py",
         ["--points", "200", "--plain", "20", "--import-seconds", "2"],
@@ -41,8 +41,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--runs", "10000", "--commits", "100", "--experiments", "1000"],
         ["--runs", "1000", "--commits", "10", "--experiments", "100"],
     ),
-    "B9": ("slots.py", ["--scale", "1.0"], ["--scale", "0.25"]),
-    "B10": ("slurm_scale.py", ["--count", "200"], ["--count", "10"]),
+    "B9": ("slots.py", ["--scale", "1.0"], ["--scale", "0.1"]),
+    "B10": ("slurm_scale.py", ["--count", "200"], ["--count", "6"]),
     "B11": ("seeds.py", [], []),
 }
 
