@@ -202,7 +202,7 @@ def successor(plan: Plan, now: float, worker: Hashable, queue: Sequence[Job]) ->
         clock = max(clock, min(run.ends for run in sim.running.values()))
         for ended in [w for w, run in sim.running.items() if run.ends <= clock + EPS]:
             sim.finish(ended, clock)
-            if ended == worker:  # the one asked about takes the first that starts
+            if ended == worker and worker in sim.idle:  # it takes the first that starts
                 sim.idle.remove(worker)
                 sim.idle.insert(0, worker)
         for started, job in start_now(sim, clock, left):
