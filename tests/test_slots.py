@@ -35,6 +35,8 @@ from xstash_plugin.launchers.slots import (
     parse_mem,
     parse_nvidia_smi,
 )
+from xstash_plugin.run.demands import gpu_jobs
+from xstash_plugin.session import STATE_KEY
 
 SMI = """\
 0, GPU-aaaa1111-0000-0000-0000-000000000000, 81920 MiB
@@ -346,6 +348,39 @@ def test_parallel_runs_share_four_gpus(project: Project, hydra_python: str, work
     assert (project.root / "outputs" / ".xstash" / "slots" / "table.json").exists()
     table = json.loads((project.root / "outputs" / ".xstash" / "slots" / "table.json").read_text())
     assert table == {"held": [], "queue": []}
+
+
+def test_the_controller_reads_what_each_experiment_asks_of_this_machines_gpus(
+    project: Project, hydra_python: str
+) -> None:
+    """run/demands.py, as the xdist controller calls it: GPUs of the local launcher only, the
+    config's estimate, else the last run's duration, else the median of the others."""
+    slot_project(project, hydra_python)
+    project.config(
+        "a.yaml", slot_config("a", 2, 0.1).replace("sleep:", "estimated_runtime: 30s\nsleep:")
+    )
+    project.config("b.yaml", slot_config("b", 0.5, 0.1))
+    project.config("c.yaml", slot_config("c", 1, 0.1).replace("launcher: local", "launcher: slurm"))
+    project.config("d.yaml", slot_config("d", 1, 0.1))
+    durations = project.root / "outputs" / ".xstash" / "durations.json"
+    durations.parent.mkdir(parents=True)
+    durations.write_text(json.dumps({"configs/b.yaml::b": 12.0}))
+    config = project.pytester.parseconfigure(project.root / "configs")
+    ids = [f"configs/{name}.yaml::{name}" for name in "abcd"]
+    ids.append("configs/s.yaml::s::mean")  # an aggregate holds nothing
+    planned = gpu_jobs(config.stash[STATE_KEY], ids)
+    assert planned is not None
+    gpus, jobs = planned
+    assert gpus == 4
+    assert [(job.gpus, job.seconds) for job in jobs.values()] == [
+        (2.0, 30.0),
+        (0.5, 12.0),
+        (0.0, 21.0),  # SLURM's GPUs are not this machine's; no estimate: the median
+        (1.0, 21.0),
+        (0.0, 0.0),
+    ]
+    # Nothing asks for a GPU here: nothing to plan.
+    assert gpu_jobs(config.stash[STATE_KEY], ids[2:3]) is None
 
 
 def test_the_controller_starts_a_run_only_when_its_gpus_are_free(

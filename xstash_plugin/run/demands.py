@@ -28,6 +28,7 @@ def gpu_jobs(state: State, collection: list[str]) -> tuple[int, dict[int, Job]] 
     loaded: dict[str, Experiment | None] = {}
     asks: list[tuple[float, float | None]] = []
     learned: dict[str, float] | None = None
+    known: list[float] = []  # the experiments' estimates
     for nodeid in collection:
         file, _, rest = nodeid.partition("::")
         if "::" in rest or not file.endswith((".yaml", ".yml")):  # an aggregate, a plain test
@@ -45,12 +46,13 @@ def gpu_jobs(state: State, collection: list[str]) -> tuple[int, dict[int, Job]] 
                 learned = load_durations(state.output_root)
             estimate = learned.get(nodeid)
         asks.append((_gpus(state, experiment), estimate))
+        if estimate is not None:
+            known.append(estimate)
     if not any(gpus for gpus, _ in asks):
         return None
     count = len(inventory_of(state.settings).gpus)
     if not count:
         return None
-    known = [seconds for _, seconds in asks if seconds is not None]
     default = median(known) if known else UNKNOWN_SECONDS
     jobs = {
         index: Job(index, gpus, default if seconds is None else seconds)
