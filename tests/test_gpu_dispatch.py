@@ -78,12 +78,12 @@ def test_the_successor_is_what_fits_when_the_worker_frees_up() -> None:
     running(plan, "w0", Job(0, 1, 5.0))
     running(plan, "w1", Job(1, 3, 10.0))
     queue = [Job(2, 2, 8.0), Job(3, 1, 3.0)]
-    assert successor(plan, 0.0, "w0", queue) == Job(3, 1, 3.0)
+    assert successor(plan, 0.0, "w0", queue) == (Job(3, 1, 3.0), 5.0)
     # With two GPUs free (and no worker to use them), both fit at 5: w0 gets the longest.
     plan = Plan(4)
     running(plan, "w0", Job(0, 1, 5.0))
     running(plan, "w1", Job(1, 1, 10.0))
-    assert successor(plan, 0.0, "w0", queue) == Job(2, 2, 8.0)
+    assert successor(plan, 0.0, "w0", queue) == (Job(2, 2, 8.0), 5.0)
 
 
 def test_no_successor_when_the_others_take_everything() -> None:

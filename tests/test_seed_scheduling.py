@@ -105,6 +105,9 @@ def run_to_end(
         index = sched.node2pending[node][0]
         finished.append(index)
         sched.mark_test_complete(node, index)
+        if sched.tests_finished:  # what DSession does then: every worker is told to stop
+            for other in nodes:
+                other.shutdown()
         for done in [n for n in nodes if n.shutting_down and n in sched.node2pending]:
             if not sched.node2pending[done]:
                 sched.remove_node(done)

@@ -189,10 +189,12 @@ def _backfills(job: Job, now: float, shadow: tuple[float, float]) -> bool:
     return now + job.seconds <= until + EPS or job.gpus <= spare + EPS
 
 
-def successor(plan: Plan, now: float, worker: Hashable, queue: Sequence[Job]) -> Job | None:
+def successor(
+    plan: Plan, now: float, worker: Hashable, queue: Sequence[Job]
+) -> tuple[Job, float] | None:
     """The job ``worker`` (now running something) should be handed next: the one the rule
-    would start on it first, playing the estimates forward. None when, by the estimates,
-    the others take everything left."""
+    would start on it first, playing the estimates forward; and when that would be. None
+    when, by the estimates, the others take everything left."""
     sim = plan.copy()
     left = list(queue)
     clock = now
@@ -207,18 +209,19 @@ def successor(plan: Plan, now: float, worker: Hashable, queue: Sequence[Job]) ->
                 sim.idle.insert(0, worker)
         for started, job in start_now(sim, clock, left):
             if started == worker:
-                return job
-    return left[0] if left else None
+                return job, clock
+    return (left[0], clock) if left else None
 
 
 def hand_next(plan: Plan, now: float, worker: Hashable, queue: list[Job]) -> Job | None:
     """Choose ``worker``'s next job (:func:`successor`), take it from ``queue`` and count
-    the jobs ahead of it there as overtaken from ``now``."""
-    after = successor(plan, now, worker, queue)
-    if after is None:
+    the jobs ahead of it there as overtaken from when it is expected to start."""
+    chosen = successor(plan, now, worker, queue)
+    if chosen is None:
         return None
+    after, starts = chosen
     for ahead in queue[: queue.index(after)]:
-        plan.waiting.setdefault(ahead.index, now + ahead.seconds)
+        plan.waiting.setdefault(ahead.index, starts + ahead.seconds)
     queue.remove(after)
     plan.after[worker] = after
     return after

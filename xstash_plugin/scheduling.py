@@ -202,6 +202,19 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
 
     # --- GPU-aware dispatch (dispatch.py) -------------------------------------------------
 
+    @property
+    def tests_finished(self) -> bool:
+        """Not while a worker still waits with an experiment for its GPUs: xdist would tell
+        every worker to stop, which starts all those at once, each then waiting in the slot
+        table in arrival order instead of going when the model says it fits."""
+        if self.gpus and any(
+            len(pending) == 1 and node not in self.started and not node.shutting_down
+            for node, pending in self.node2pending.items()
+        ):
+            return False
+        finished: bool = super().tests_finished
+        return finished
+
     def _model(self, now: float) -> Plan:
         """The controller's picture of the machine, from what each worker was sent."""
         plan = Plan(self.gpus, waiting=self.waiting)
