@@ -260,9 +260,10 @@ class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]
                 node.shutdown()  # nothing it could take: it runs its experiment and leaves
                 continue
             self._hand(node, index)
-            plan.after[node] = self.jobs[index]
-            if self.jobs[index] in queue:  # a fallback: no other worker may be handed it
-                queue.remove(self.jobs[index])
+            if after is None:  # a fallback: the plan must know it, and no other worker get it
+                plan.after[node] = self.jobs[index]
+                if self.jobs[index] in queue:
+                    queue.remove(self.jobs[index])
         if not self.pending:
             for node in self.nodes:
                 if not self.node2pending[node] and not node.shutting_down:

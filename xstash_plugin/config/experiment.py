@@ -52,6 +52,16 @@ class Experiment(XstashSettings):
     def folder(self) -> Path:
         return self.config_path.parent
 
+    @property
+    def all_resources(self) -> dict[str, Any]:
+        """The tool's resources (meta.yaml), with this config's ``xstash.resources`` on top."""
+        return {**self.tool.resources, **self.resources}
+
+    def launcher_or(self, default: str) -> str:
+        """Most specific first: the config's xstash.launcher, the tool's, else ``default``
+        (the session's)."""
+        return self.launcher or self.tool.launcher or default
+
 
 def _check_name(doc: YamlDoc, data: dict[str, Any], errors: list[ConfigError]) -> str:
     name = data.get("experiment")

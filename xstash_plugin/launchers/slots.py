@@ -374,7 +374,7 @@ def plan_for(run: Any) -> SlotPlan | None:
     """The slots a :class:`~xstash_plugin.run.run.Run` of the local launcher takes (None:
     it declares no gpus/cpus/mem and is not limited)."""
     experiment, state = run.experiment, run.state
-    want = Want.of({**experiment.tool.resources, **experiment.resources})
+    want = Want.of(experiment.all_resources)
     if want is None:
         return None
     table = table_for(state.xstash_dir, inventory_of(state.settings))
@@ -385,7 +385,7 @@ def local_misfit(experiment: Any, settings: Any, launcher: str) -> ConfigError |
     """The collection error of an experiment whose resources cannot be had where it runs:
     more than this machine has (the local launcher), or a share of a GPU on SLURM (which
     allocates whole GPUs); None when they can."""
-    resources = {**experiment.tool.resources, **experiment.resources}
+    resources = experiment.all_resources
     if launcher != "local":
         gpus = resources.get("gpus")
         if not (isinstance(gpus, float) and 0 < gpus < 1):

@@ -8,7 +8,7 @@ from statistics import median
 from typing import TYPE_CHECKING
 
 from xstash_plugin.dispatch import Job
-from xstash_plugin.launchers.slots import inventory_of
+from xstash_plugin.launchers.slots import Want, inventory_of
 from xstash_plugin.ordering import load_durations
 from xstash_plugin.run.needs_run import load
 
@@ -63,8 +63,7 @@ def gpu_jobs(state: State, collection: list[str]) -> tuple[int, dict[int, Job]] 
 
 def _gpus(state: State, experiment: Experiment) -> float:
     """The GPUs of this machine a run of ``experiment`` holds (none on another launcher)."""
-    launcher = experiment.launcher or experiment.tool.launcher or state.settings.launcher
-    if launcher != "local":
+    if experiment.launcher_or(state.settings.launcher) != "local":
         return 0.0
-    gpus = {**experiment.tool.resources, **experiment.resources}.get("gpus")
-    return float(gpus) if isinstance(gpus, (int, float)) and not isinstance(gpus, bool) else 0.0
+    want = Want.of(experiment.all_resources)
+    return float(want.gpus or 0) if want is not None else 0.0

@@ -53,7 +53,7 @@ class ExperimentFile(pytest.File):
             experiment = state.experiment(self.path, self.configs_root)
         except XstashError as exc:
             raise self.CollectError(str(exc)) from None
-        where = experiment.launcher or experiment.tool.launcher or state.settings.launcher
+        where = experiment.launcher_or(state.settings.launcher)
         misfit = local_misfit(experiment, state.settings, where)
         problems = [misfit] if misfit is not None else []
         problems += needs_run.collection_errors(state, experiment)
@@ -217,7 +217,7 @@ class ExperimentItem(PlainFailures):
     def launcher(self) -> str:
         """Most specific first: the config's xstash.launcher, the tool's, the session's."""
         state = get_state(self.config)
-        return self.experiment.launcher or self.experiment.tool.launcher or state.settings.launcher
+        return self.experiment.launcher_or(state.settings.launcher)
 
     def begin_submission(self) -> Run:
         """This experiment's run, before the session submits it (see run/slurm_plan.py)."""

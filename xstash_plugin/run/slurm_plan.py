@@ -47,7 +47,7 @@ SHARED_KEYS = ("partition", "account", "qos", "constraint", "extra")  # what a p
 
 
 def resources_of(run: Run) -> dict[str, Any]:
-    return {**run.experiment.tool.resources, **run.experiment.resources}
+    return run.experiment.all_resources
 
 
 def estimate_of(run: Run, learned: dict[str, float]) -> float | None:

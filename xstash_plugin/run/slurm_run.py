@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def submit(run: Run) -> None:
     request, record, state = run.request, run.record, run.state
     assert request is not None and record is not None
-    resources = {**run.experiment.tool.resources, **run.experiment.resources}
+    resources = run.experiment.all_resources
     folder = state.xstash_dir / "slurm" / state.session_id
     try:
         job = SlurmLauncher(folder, resources, run.experiment.name).launch(request)
