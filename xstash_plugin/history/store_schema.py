@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import suppress
@@ -240,13 +241,36 @@ def open_db(path: Path, timeout: float) -> sqlite3.Connection:
     try:
         db.execute(f"PRAGMA busy_timeout = {max(0, int(timeout * 1000))}")
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL")  # falls back on its own where WAL is impossible
-        db.execute("PRAGMA synchronous = FULL")  # a recorded session survives a power cut
-        ensure_schema(db, path)
+        _while_busy(lambda: _prepare(db, path), timeout)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    db.execute("PRAGMA journal_mode = WAL")  # falls back on its own where WAL is impossible
+    db.execute("PRAGMA synchronous = FULL")  # a recorded session survives a power cut
+    ensure_schema(db, path)
+
+
+def _while_busy(step: Callable[[], None], timeout: float) -> None:
+    """Run ``step`` again while SQLite reports the file busy, for up to ``timeout`` seconds.
+
+    Switching a new file to WAL while another connection writes it (two sessions creating the
+    history at once) fails at once with "database is locked": SQLite does not call the busy
+    handler there, so ``busy_timeout`` does not wait."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if _kind(exc) != "locked" or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 _KINDS = (  # (sqlite error names, words of the message, kind)
