@@ -18,6 +18,7 @@ from helpers import Project
 from test_compose import CASES, EXPERIMENT
 
 from xstash_plugin.config.compose import ComposeService, Run
+from xstash_plugin.config.compose_client import Answer
 from xstash_plugin.config.experiment import load_experiment
 from xstash_plugin.config.overrides import overrides_for
 from xstash_plugin.config.registry import load_registry
@@ -29,9 +30,11 @@ from xstash_plugin.run.rundir import CONFIG_NAME
 REPO = Path(__file__).resolve().parent.parent
 
 
-def verdicts(configs: Path, state_dir: Path, envs_dir: Path) -> list[tuple[str, bool, bool]]:
+def verdicts(
+    configs: Path, state_dir: Path, envs_dir: Path, answers: list[tuple[str, Answer]] | None = None
+) -> list[tuple[str, bool, bool]]:
     """(run, compose process says it composes, ``--cfg job --resolve`` exits 0) for every run
-    of every experiment below ``configs``."""
+    of every experiment below ``configs``; the compose process's answers go to ``answers``."""
     registry = load_registry(configs / "meta.yaml")
     envs = EnvManager(envs_dir, uuid.uuid4().hex)
     service = ComposeService(state_dir, envs)
@@ -71,6 +74,8 @@ def verdicts(configs: Path, state_dir: Path, envs_dir: Path) -> list[tuple[str, 
                 )
                 name = f"{path.relative_to(configs)}[{item.run.label}]"
                 found.append((name, item.answer.hydra_ok, proc.returncode == 0))
+                if answers is not None:
+                    answers.append((name, item.answer))
     finally:
         service.close()
     return found
@@ -96,6 +101,45 @@ def test_configs_of_tools_shaped_like_real_apps(
     assert len(found) == len(CASES) + 2  # two sweeps of two points
     assert {ours for _, ours, _ in found} == {True, False}, "both verdicts are exercised"
     assert [(n, ours) for n, ours, _ in found] == [(n, hydra) for n, _, hydra in found]
+
+
+# Sweeps whose points differ in config-group choices, in values, or both; some points fail (a
+# group option that does not exist, a value the schema refuses, an interpolation to nowhere).
+SWEEPS = {
+    "groups-and-values": "xstash:\n  sweep:\n    model: [linear, tree, linaer]\n"
+    "    trainer.epochs: [1, many]\n",
+    "values-only": "xstash:\n  sweep:\n    test_size: [0.1, 0.2]\n"
+    "    trainer.epochs: [2, '${seed}', '${nokey}']\n",
+    "value-mapping": "xstash:\n  sweep:\n    trainer: [{epochs: 1}, {epochs: 2, log_every: x}]\n",
+}
+
+
+@pytest.mark.parametrize("schema", [False, True], ids=["no-schema", "schema"])
+def test_sweep_points_composed_from_one_defaults_list_say_what_hydra_says(
+    project: Project, hydra_python: str, schema: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose process takes the points of a sweep that share their config-group choices
+    from one defaults list and merged config (compose_server_memo.py): every point's verdict is
+    still Hydra's own, and every answer is the one composing each point from scratch gives."""
+    project.real_app(env=hydra_python, schema=schema)
+    for name, body in SWEEPS.items():
+        project.config(f"{name}.yaml", EXPERIMENT.format(name=name) + body)
+    root = project.root
+    envs = root / "outputs" / ".xstash"
+    remembered: list[tuple[str, Answer]] = []
+    found = verdicts(root / "configs", root / "memo-on", envs, remembered)
+    assert len(found) == 6 + 6 + 2
+    assert {ours for _, ours, _ in found} == {True, False}, "both verdicts are exercised"
+    assert [(n, ours) for n, ours, _ in found] == [(n, hydra) for n, _, hydra in found]
+    recalled = {name for name, answer in remembered if answer.recalled}
+    assert len(recalled) >= 8, "later points of each sweep reuse a defaults list"
+
+    monkeypatch.setenv("XSTASH_COMPOSE_MEMO", "off")
+    scratch: list[tuple[str, Answer]] = []
+    assert verdicts(root / "configs", root / "memo-off", envs, scratch) == found
+    assert not any(answer.recalled for _, answer in scratch)
+    strip = [(n, a.ok, a.hydra_ok, a.errors) for n, a in remembered]
+    assert strip == [(n, a.ok, a.hydra_ok, a.errors) for n, a in scratch]
 
 
 def test_the_shipped_configs_catch_a_typo_at_its_line(pytester: pytest.Pytester) -> None:

@@ -26,7 +26,7 @@ from xstash_plugin.run.envs import tool_environ
 
 COMPOSE_TIMEOUT = 300.0  # for a tool to import, or to answer one request
 # The compose server's source files, in the order they are joined (the last runs main()).
-SERVER_PARTS = ("compose_server_checks.py", "compose_server.py")
+SERVER_PARTS = ("compose_server_checks.py", "compose_server_memo.py", "compose_server.py")
 _FUTURE = "from __future__ import annotations\n"
 
 
@@ -46,6 +46,7 @@ class Answer:
     errors: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     hydra_ok: bool = False  # Hydra's verdict alone (what `--cfg job --resolve` says)
+    recalled: bool = False  # composed from a defaults list the server remembered (a sweep)
 
 
 class ServerGone(Exception):
@@ -114,6 +115,7 @@ class ToolServer:
                         list(message.get("errors") or []),
                         list(message.get("notes") or []),
                         bool(message.get("hydra_ok")),
+                        bool(message.get("recalled")),
                     )
                     ident = int(message["id"])
                     callback = self.on_answer.pop(ident, None)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # never at run time: that part is joined before this one into
         _split_key,
         _suggest,
     )
+    from .compose_server_memo import ComposeMemo
 
 RUN_NAME = "__xstash_compose__"  # the module name a file-style entry is imported under
 
@@ -112,6 +113,8 @@ class Server:
         self.make_search_path = create_automatic_config_search_path
         self.baselines: dict[Any, Any] = {}
         self.captured: tuple[Any, Any] | None = None
+        self.memo = ComposeMemo()
+        self.memo.install()  # before the capture: a defaults list it recalls is captured too
         self._capture_defaults_lists()
         _remember_parsed_yaml()
         self.tool_configs, self.tool_groups = self._listing()
@@ -181,12 +184,14 @@ class Server:
         errors: list[dict[str, Any]] = []
         notes: list[str] = []
         hydra_ok = False
+        hits = self.memo.hits
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # version_base and deprecation warnings are noise
             self.captured = None
             try:
                 hydra = self._hydra(request["config_dir"])
-                self._compose(hydra, request, errors)
+                with self.memo.active(request["config_dir"]):
+                    self._compose(hydra, request, errors)
                 hydra_ok = not errors  # Hydra's own verdict, as --cfg job --resolve gives it
                 missing = any(e["kind"] == "missing_config" for e in errors)
                 if request.get("check_keys") and not missing:
@@ -198,7 +203,9 @@ class Server:
                 errors.append({"kind": "other", "message": _message(exc)})
             finally:
                 GlobalHydra.instance().clear()
-        return {"ok": not errors, "hydra_ok": hydra_ok, "errors": _dedupe(errors), "notes": notes}
+        recalled = self.memo.hits > hits  # composed from a remembered defaults list
+        answer = {"ok": not errors, "hydra_ok": hydra_ok, "errors": _dedupe(errors)}
+        return {**answer, "notes": notes, "recalled": recalled}
 
     def _compose(self, hydra: Any, request: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         """What ``--cfg job --resolve`` does, every interpolation resolved on its own so each
