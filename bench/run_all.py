@@ -43,7 +43,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "B9": ("slots.py", ["--scale", "1.0"], ["--scale", "0.1"]),
     "B10": ("slurm_scale.py", ["--count", "200"], ["--count", "6"]),
-    "B11": ("seeds.py", [], []),
+    "B11": ("seeds.py", [], ["--seeds", "2"]),
 }
 
 

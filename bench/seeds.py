@@ -6,7 +6,7 @@ statistics and judge them: here with ``ci: bootstrap``, the costlier interval).
 Both configs send the tool the same 15 override sets. Both sides alternate, each into a fresh
 output folder; the script prints the medians and the ratio seeds/sweep.
 
-    python bench/seeds.py [--repeat 3]
+    python bench/seeds.py [--repeat 3] [--seeds 5]
 """
 
 from __future__ import annotations
@@ -56,18 +56,20 @@ if __name__ == "__main__":
 EXPECT = "  expect:\n    accuracy: '>= 0.5'\n"
 
 
-def build(root: Path) -> None:
+def build(root: Path, seeds: int) -> None:
     make_repo(root, {"t": METRIC_TOOL})
+    listed = ", ".join(str(seed) for seed in range(seeds))
     write(
         root / "configs" / "swept.yaml",
         HEAD.format(name="swept")
-        + f"xstash:\n  sweep:\n    params.learning_rate: {RATES}\n    seed: [0, 1, 2, 3, 4]\n"
+        + f"xstash:\n  sweep:\n    params.learning_rate: {RATES}\n    seed: [{listed}]\n"
         + EXPECT,
     )
     write(
         root / "configs" / "seeded.yaml",
         HEAD.format(name="seeded")
-        + f"xstash:\n  sweep:\n    params.learning_rate: {RATES}\n  seeds: 5\n  ci: bootstrap\n"
+        + f"xstash:\n  sweep:\n    params.learning_rate: {RATES}\n  seeds: {seeds}\n"
+        + "  ci: bootstrap\n"
         + EXPECT,
     )
 
@@ -79,17 +81,19 @@ def xstash(root: Path, config: str, out: Path) -> float:
 
 def main() -> None:
     p = parser(__doc__)
+    p.add_argument("--seeds", type=int, default=5, help="seeds per learning rate (default 5)")
     args = p.parse_args()
+    runs = 3 * args.seeds
     with workdir(args.keep, "seeds") as tmp:
         root = tmp / "repo"
-        build(root)
+        build(root, args.seeds)
         print(f"B11: warm-up (builds the tool's uv environment) in {tmp}", flush=True)
         for config in ("swept.yaml", "seeded.yaml"):
             out = tmp / f"out-warm-{config}"
             xstash(root, config, out)
             recs = records(out)
-            if len(recs) != 15 or any(r.get("status") != "passed" for r in recs):
-                raise Failed(f"{config}: expected 15 passed records, got {len(recs)}")
+            if len(recs) != runs or any(r.get("status") != "passed" for r in recs):
+                raise Failed(f"{config}: expected {runs} passed records, got {len(recs)}")
         times = alternate(
             {
                 "sweep": lambda i: xstash(root, "swept.yaml", tmp / f"out-s{i}"),
@@ -99,21 +103,25 @@ def main() -> None:
         )
     plain, seeded = median(times["sweep"]), median(times["seeds"])
     ratio = seeded / plain
-    print(f"15-point sweep: {spread(times['sweep'])} s")
-    print(f"3 points x seeds: 5 (15 seed items + 3 aggregates): {spread(times['seeds'])} s")
+    print(f"{runs}-point sweep: {spread(times['sweep'])} s")
     print(
-        f"B11 seeds (15 runs, -n 2): seeds {seeded:.2f} s, sweep {plain:.2f} s, "
+        f"3 points x seeds: {args.seeds} ({runs} seed items + 3 aggregates): "
+        f"{spread(times['seeds'])} s"
+    )
+    print(
+        f"B11 seeds ({runs} runs, -n 2): seeds {seeded:.2f} s, sweep {plain:.2f} s, "
         f"ratio {ratio:.2f} (goal <= {GOAL}) - median of {args.repeat}"
     )
     finish(
         [
             Row(
                 id="B11",
-                what="15 runs as 3 points x seeds: 5 (+3 aggregates) vs a 15-point sweep, -n 2",
+                what=f"{runs} runs as 3 points x seeds: {args.seeds} (+3 aggregates) vs a "
+                f"{runs}-point sweep, -n 2",
                 goal=f"<= {GOAL}",
                 measured=f"{ratio:.2f} ({seeded:.2f} s vs {plain:.2f} s)",
                 met=ratio <= GOAL,
-                command=command_line("seeds.py", args),
+                command=command_line("seeds.py", args, "--seeds", str(args.seeds)),
             )
         ],
         args.json,
