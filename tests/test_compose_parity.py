@@ -142,6 +142,31 @@ def test_sweep_points_composed_from_one_defaults_list_say_what_hydra_says(
     assert strip == [(n, a.ok, a.hydra_ok, a.errors) for n, a in scratch]
 
 
+def test_the_same_sweep_beside_other_fragments_is_not_recalled_from_the_first(
+    project: Project, hydra_python: str
+) -> None:
+    """Two folders hold the same experiment (one config folder for both) beside different `_`
+    fragments: Hydra finds those through ``hydra.searchpath``, so the second sweep's defaults
+    list is not the first one's, and its points fail as Hydra says."""
+    project.real_app(env=hydra_python)
+    body = "defaults:\n  - main\n  - _common\n  - _self_\nxstash:\n  sweep:\n    seed: [1, 2]\n"
+    for folder, log_every in (("a", "2"), ("b", "${nokey}")):
+        project.config(f"{folder}/_common.yaml", f"trainer:\n  log_every: {log_every}\n")
+        project.config(f"{folder}/e.yaml", EXPERIMENT.format(name="e") + body)
+    root = project.root
+    answers: list[tuple[str, Answer]] = []
+    found = verdicts(
+        root / "configs", root / "outputs" / ".xstash", root / "outputs" / ".xstash", answers
+    )
+    assert [(n, ours, hydra) for n, ours, hydra in found] == [
+        ("a/e.yaml[seed=1]", True, True),
+        ("a/e.yaml[seed=2]", True, True),
+        ("b/e.yaml[seed=1]", False, False),
+        ("b/e.yaml[seed=2]", False, False),
+    ]
+    assert [answer.recalled for _, answer in answers] == [False, True, False, True]
+
+
 def test_the_shipped_configs_catch_a_typo_at_its_line(pytester: pytest.Pytester) -> None:
     """`pytest configs --collect-only` on the shipped repository (a copy: configs/ and the
     toy-classifier tool, whose environment uv builds from its cache) with one typo'd key."""

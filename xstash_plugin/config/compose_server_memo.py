@@ -11,9 +11,10 @@ copy of it, and Hydra applies that point's values to the copy as it always does.
 
 Which override is a value is Hydra's own rule (``Overrides.__init__`` in
 ``hydra/_internal/defaults_list.py``): one whose key is no config group in the repository, or
-whose value is a mapping. Errors are never remembered: a config that fails is composed afresh
-each time. Set ``XSTASH_COMPOSE_MEMO=off`` in the tool's environment to compose every point
-from scratch.
+whose value is a mapping. Hydra's own overrides (``hydra.searchpath`` decides where the files
+are found) are part of what is remembered by, values or not. Errors are never remembered: a
+config that fails is composed afresh each time. Set ``XSTASH_COMPOSE_MEMO=off`` in the tool's
+environment to compose every point from scratch.
 """
 
 from __future__ import annotations
@@ -73,8 +74,16 @@ class ComposeMemo:
             if self.context is None:
                 return create(repo, config_name, overrides_list, prepend_hydra, skip_missing)
             values = [o for o in overrides_list if _is_value(repo, o)]
-            groups = tuple(o.input_line for o in overrides_list if not _is_value(repo, o))
-            key = (self.context, config_name, prepend_hydra, skip_missing, groups)
+            # Hydra's own overrides stay in the key even as values: hydra.searchpath changes
+            # where the defaults list's files are found.
+            fixed = [o for o in overrides_list if o.is_hydra_override() or o not in values]
+            key = (
+                self.context,
+                config_name,
+                prepend_hydra,
+                skip_missing,
+                tuple(o.input_line for o in fixed),
+            )
             known = self.lists.get(key)
             if known is None:
                 known = create(repo, config_name, overrides_list, prepend_hydra, skip_missing)
