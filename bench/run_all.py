@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "B2": ("overhead.py", ["--workers", "2", "--n", "50"], ["--workers", "2", "--n", "4"]),
     "B3": ("collection.py", ["--n", "10000"], ["--n", "1000"]),
     "B4": ("sweep_vs_multirun.py", ["--points", "50"], ["--points", "4"]),
-    "B5": ("scheduling.py", ["--scale", "1.0"], ["--scale", "0.1"]),
+    "B5": ("scheduling.py", ["--scale", "1.0"], ["--scale", "0.1", "--shorts", "3"]),
     "B6": ("memory.py", ["--n", "200"], ["--n", "6", "--bytes", str(100 << 20)]),
     "B7": (
         "compose.py",

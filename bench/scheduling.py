@@ -2,10 +2,11 @@
 
 24 experiments of a Hydra tool that sleeps ``cfg.seconds``, each with that duration as its
 ``estimated_runtime``: 3 long (7 s), 4 medium (2 s), 17 short (0.5 s), 37.5 s of sleep in all;
-``--scale`` multiplies them. The files are named so that pytest's file order is the bad one: the
-short ones first, the long ones last. (Three long ones, not two: two equal long ones at the end
-go to the two workers and run side by side, which is no worse than longest-first; a third one
-runs alone while the other worker idles.)
+``--scale`` multiplies them, ``--shorts`` sets how many short ones there are. The files are
+named so that pytest's file order is the bad one: the short ones first, the long ones last.
+(Three long ones, not two: two equal long ones at the end go to the two workers and run side by
+side, which is no worse than longest-first; a third one runs alone while the other worker
+idles.)
 
 Each round runs ``pytest configs -n 2`` twice: with ``--xstash-order=file`` (collection order;
 skipped when this xstash does not know the option) and with the default order (longest
@@ -13,7 +14,7 @@ skipped when this xstash does not know the option) and with the default order (l
 total = the sum of the tools' durations; lower bound = max(total / 2, longest). Prints the
 medians of makespan / bound (goal: within 10%, <= 1.10) and pytest's wall time.
 
-    python bench/scheduling.py [--repeat 3] [--scale 1.0]
+    python bench/scheduling.py [--repeat 3] [--scale 1.0] [--shorts 17]
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ WORKERS = 2
 SUITE = ((17, 0.5), (4, 2.0), (3, 7.0))
 
 
-def build(root: Path, scale: float) -> list[float]:
+def build(root: Path, scale: float, shorts: int) -> list[float]:
     make_repo(root, {"sleep": SLEEP_TOOL})
     sleeps = []
     index = 0
     for count, seconds in SUITE:
-        for _ in range(count):
+        for _ in range(shorts if seconds == SUITE[0][1] else count):
             index += 1
             s = round(seconds * scale, 3)
             sleeps.append(s)
@@ -92,12 +93,13 @@ def measure(recs: list[dict[str, Any]], n: int) -> dict[str, Any]:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--scale", type=float, default=1.0, help="multiply every sleep (default 1)")
+    p.add_argument("--shorts", type=int, default=SUITE[0][0], help="short experiments (17)")
     args = p.parse_args()
-    n = sum(count for count, _ in SUITE)
+    n = args.shorts + sum(count for count, _ in SUITE[1:])
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with workdir(args.keep, "scheduling") as tmp:
         root = tmp / "repo"
-        sleeps = build(root, args.scale)
+        sleeps = build(root, args.scale, args.shorts)
         print(
             f"B5: {n} sleep experiments, {sum(sleeps):.1f} s of sleep, -n {WORKERS}, in {tmp}",
             flush=True,
@@ -125,6 +127,9 @@ def main() -> None:
         alternate({mode: side(mode, extra) for mode, extra in modes.items()}, args.repeat)
     rows = []
     lines = []
+    extra = ["--scale", str(args.scale)]
+    if args.shorts != SUITE[0][0]:
+        extra += ["--shorts", str(args.shorts)]
     for mode in modes:
         runs = results[mode]
         ratio = median([r["ratio"] for r in runs])
@@ -150,7 +155,7 @@ def main() -> None:
                 goal=f"<= {GOAL}",
                 measured=f"{ratio:.2f} ({makespan:.1f} s vs {bound:.1f} s; wall {wall:.1f} s)",
                 met=ratio <= GOAL,
-                command=command_line("scheduling.py", args, "--scale", str(args.scale)),
+                command=command_line("scheduling.py", args, *extra),
             )
         )
     print()
