@@ -73,17 +73,12 @@ class ComposeMemo:
         ) -> Any:
             if self.context is None:
                 return create(repo, config_name, overrides_list, prepend_hydra, skip_missing)
-            values = [o for o in overrides_list if _is_value(repo, o)]
+            split = [(o, _is_value(repo, o)) for o in overrides_list]
+            values = [o for o, value in split if value]
             # Hydra's own overrides stay in the key even as values: hydra.searchpath changes
             # where the defaults list's files are found.
-            fixed = [o for o in overrides_list if o.is_hydra_override() or o not in values]
-            key = (
-                self.context,
-                config_name,
-                prepend_hydra,
-                skip_missing,
-                tuple(o.input_line for o in fixed),
-            )
+            fixed = tuple(o.input_line for o, value in split if o.is_hydra_override() or not value)
+            key = (self.context, config_name, prepend_hydra, skip_missing, fixed)
             known = self.lists.get(key)
             if known is None:
                 known = create(repo, config_name, overrides_list, prepend_hydra, skip_missing)

@@ -46,17 +46,13 @@ PACK_SLACK = 30.0  # seconds for the allocation's own start and the tools' start
 SHARED_KEYS = ("partition", "account", "qos", "constraint", "extra")  # what a pack shares
 
 
-def resources_of(run: Run) -> dict[str, Any]:
-    return run.experiment.all_resources
-
-
 def estimate_of(run: Run, learned: dict[str, float]) -> float | None:
     estimate = run.experiment.estimated_seconds
     return estimate if estimate is not None else learned.get(run.item.nodeid)
 
 
 def is_packed(run: Run, settings: Any, learned: dict[str, float]) -> bool:
-    pack = resources_of(run).get("pack")
+    pack = run.experiment.all_resources.get("pack")
     if pack is not None:
         return bool(pack)
     below, estimate = settings.slurm_pack_below, estimate_of(run, learned)
@@ -116,7 +112,9 @@ class Submitter:
         groups: dict[str, list[tuple[Run, dict[str, Any]]]] = {}
         for run in batch:
             assert run.request is not None
-            params = sbatch_parameters(resources_of(run), run.request.timeout, run.experiment.name)
+            params = sbatch_parameters(
+                run.experiment.all_resources, run.request.timeout, run.experiment.name
+            )
             groups.setdefault(group_key(params), []).append((run, params))
         size = max_array_size() if self.state.settings.slurm_arrays else 1
         for members in groups.values():
@@ -147,7 +145,7 @@ class Submitter:
     def _submit_packs(self, runs: list[Run], learned: dict[str, float]) -> None:
         groups: dict[str, list[Run]] = {}
         for run in runs:
-            shared = {k: v for k, v in resources_of(run).items() if k in SHARED_KEYS}
+            shared = {k: v for k, v in run.experiment.all_resources.items() if k in SHARED_KEYS}
             groups.setdefault(repr(sorted(shared.items())), []).append(run)
         for members in groups.values():
             self._submit_group(members, learned)
@@ -156,7 +154,9 @@ class Submitter:
         settings = self.state.settings
         cpus = settings.slurm_pack_cpus
         estimates = [pack_estimate(run, learned) for run in runs]
-        width = max(1, cpus // max(max(int(resources_of(r).get("cpus", 1)) for r in runs), 1))
+        width = max(
+            1, cpus // max(max(int(r.experiment.all_resources.get("cpus", 1)) for r in runs), 1)
+        )
         wanted = math.ceil(sum(estimates) / (width * PACK_TARGET_SECONDS))
         for indices in spread(estimates, max(1, min(settings.slurm_pack_jobs, wanted, len(runs)))):
             members = [runs[i] for i in indices]  # longest first, as spread placed them
@@ -195,14 +195,14 @@ def pack_estimate(run: Run, learned: dict[str, float]) -> float:
 def allocation(runs: list[Run], cpus: int, seconds: float) -> dict[str, Any]:
     """The sbatch parameters of an allocation for ``runs``: what they share (partition,
     account, ...), ``cpus`` CPUs, the most GPUs any of them asks, the time they need."""
-    shared = {k: v for k, v in resources_of(runs[0]).items() if k in SHARED_KEYS}
-    gpus = max((int(resources_of(r).get("gpus") or 0) for r in runs), default=0)
+    shared = {k: v for k, v in runs[0].experiment.all_resources.items() if k in SHARED_KEYS}
+    gpus = max((int(r.experiment.all_resources.get("gpus") or 0) for r in runs), default=0)
     resources = {**shared, "cpus": cpus, **({"gpus": gpus} if gpus else {})}
     return sbatch_parameters(resources, seconds, f"pack-{runs[0].experiment.name}")
 
 
 def pack_task(run: Run) -> PackTask:
-    request, resources = run.request, resources_of(run)
+    request, resources = run.request, run.experiment.all_resources
     assert request is not None
     changed, removed = job_environment(request.env, os.environ)
     gpus = resources.get("gpus")
@@ -227,7 +227,7 @@ def submitted(run: Run, job: Any, folder: str, packed: bool) -> None:
         job_id=job.job_id,
         slurm_folder=folder,
         slurm_state="PENDING",
-        resources=resources_of(run),
+        resources=run.experiment.all_resources,
         session=run.state.session_id,
         packed=packed or None,
     )
